@@ -1,0 +1,35 @@
+"""Backend-specific pieces of a training step.
+
+Everything a step needs from the backend (gradients, applying them, replica
+information, stateless random draws) goes through this module, so that steps
+written against :class:`stepkit.StepContext` do not depend on TensorFlow.
+Only the TensorFlow backend is implemented today.
+"""
+
+from __future__ import annotations
+
+import keras
+
+if keras.backend.backend() != "tensorflow":  # pragma: no cover - guarded for the future
+    raise ImportError(
+        f"stepkit supports Keras' 'tensorflow' backend today. Received: KERAS_BACKEND="
+        f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
+    )
+
+from stepkit.backend.tensorflow import (  # noqa: E402
+    gradients,
+    input_gradients,
+    num_replicas,
+    replica_id,
+    stateless_normal,
+    stateless_uniform,
+)
+
+__all__ = [
+    "gradients",
+    "input_gradients",
+    "num_replicas",
+    "replica_id",
+    "stateless_normal",
+    "stateless_uniform",
+]

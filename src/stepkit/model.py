@@ -1,0 +1,422 @@
+"""``StepModel``: one generic ``keras.Model`` whose training step is a plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import keras
+from keras.src.saving import serialization_lib
+from keras.src.trainers.trainer import Trainer
+
+from stepkit.config import structure_config, unstructure_config
+from stepkit.errors import StepDefinitionError
+from stepkit.registry import get_step
+from stepkit.rng import StepSeedGenerator
+from stepkit.step import Batch, Step, StepContext
+
+_COMPILE_KEYS = ("loss_weights", "metrics", "weighted_metrics", "run_eagerly",
+                 "steps_per_execution", "jit_compile", "auto_scale_loss")
+
+
+def _symbolic(v: Any) -> Any:
+    if v is None:
+        return None
+    return keras.KerasTensor(tuple(v.shape), keras.backend.standardize_dtype(v.dtype))
+
+
+def _local_value(v: Any) -> Any:
+    """The first local replica's value of a (possibly distributed) batch leaf."""
+    import tensorflow as tf
+
+    if isinstance(v, tf.distribute.DistributedValues):
+        return tf.distribute.get_strategy().experimental_local_results(v)[0]
+    return v
+
+
+def _from_spec(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, dict) and set(v) == {"shape", "dtype"}:
+        return keras.KerasTensor(tuple(v["shape"]), v["dtype"])
+    if isinstance(v, dict):
+        return {k: _from_spec(x) for k, x in v.items()}
+    return type(v)(_from_spec(x) for x in v)
+
+
+@keras.saving.register_keras_serializable(package="stepkit")
+class StepModel(keras.Model):
+    """A Keras model whose ``train_step`` and ``test_step`` are a step plugin's.
+
+    Args:
+        networks: one Keras model (for single-network steps) or a dict from role
+            name to Keras model. Roles left out are built by the step from the
+            first batch, where the step has defaults (the ``gan`` step does).
+        step: the registered name of the step (``stepkit list`` shows them).
+        config: an instance of the step's config class, or a mapping structured
+            into it; omitted means the defaults.
+        seed: seed of the model's random-number generator (noise in steps).
+        **kwargs: passed to ``keras.Model`` (``name``, ``dtype``...).
+
+    Example::
+
+        model = StepModel(net, step="supervised")
+        model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+        model.fit(x, y, epochs=5)
+
+        gan = StepModel(step="gan", config={"latent_dim": 64})
+        gan.compile()
+        gan.fit(images, epochs=5)
+        gan.generator  # every role is also an attribute
+    """
+
+    def __init__(self, networks: Any = None, *, step: str = "supervised", config: Any = None,
+                 seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        step_class: type[Step] = get_step(step)
+        self.step = step_class(structure_config(step_class.config_class, config, step=step))
+        self._seed = seed
+        self._ctx = StepContext(self)
+        self._networks = self._normalise_networks(networks)
+        self._step_trackers = {n: keras.metrics.Mean(name=n) for n in step_class.tracked
+                               if n != "loss"}
+        self._seed_generator = StepSeedGenerator(seed, name="step_seed_generator")
+        self._step_counter = self.add_weight(
+            name="step_counter", shape=(), dtype="int64", initializer="zeros",
+            trainable=False, aggregation="only_first_replica")
+        self._step_state: dict[str, Any] = {}
+        self._step_loss = None
+        self._build_batch: Batch | None = None
+        self._checked_iterator = None
+        if all(r in self._networks and self._networks[r].built for r in step_class.roles):
+            self._finish_build()
+
+    # ------------------------------------------------------------ networks
+
+    def _normalise_networks(self, networks: Any) -> dict[str, Any]:
+        roles = self.step.roles
+        if networks is None:
+            return {}
+        if isinstance(networks, keras.layers.Layer):
+            if len(roles) != 1:
+                raise ValueError(
+                    f"Step {self.step.name!r} has {len(roles)} roles ({', '.join(roles)}): "
+                    "pass networks as a dict {role: model}. Received one "
+                    f"{type(networks).__name__}."
+                )
+            return {roles[0]: networks}
+        if not isinstance(networks, Mapping):
+            raise TypeError(
+                f"`networks` must be a Keras model or a dict from role to Keras model. "
+                f"Received: networks={networks!r}."
+            )
+        unknown = [k for k in networks if k not in roles]
+        if unknown:
+            raise ValueError(
+                f"Unknown role(s) {unknown} for step {self.step.name!r}. Valid roles: "
+                f"{', '.join(roles)}."
+            )
+        for role, net in networks.items():
+            if not isinstance(net, keras.layers.Layer):
+                raise TypeError(
+                    f"networks[{role!r}] must be a Keras model or layer. Received: {net!r}."
+                )
+        return {r: networks[r] for r in roles if r in networks}
+
+    @property
+    def networks(self) -> Mapping[str, Any]:
+        """The networks by role (read-only)."""
+        return MappingProxyType({r: self._networks[r] for r in self.step.roles
+                                 if r in self._networks})
+
+    @property
+    def optimizers(self) -> Mapping[str, Any]:
+        """The optimizers by role (read-only); ``model.optimizer`` is the first role's."""
+        return MappingProxyType(dict(getattr(self, "_role_optimizers", {}) or {}))
+
+    def __getattr__(self, name: str) -> Any:
+        networks = self.__dict__.get("_networks")
+        step = self.__dict__.get("step")
+        if networks is not None and step is not None and name in step.roles:
+            if name in networks:
+                return networks[name]
+            raise AttributeError(
+                f"Role {name!r} has no network yet: step {step.name!r} builds it from the "
+                "first batch (call fit() or build_from_data()), or pass it in `networks`."
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # ------------------------------------------------------------ compile
+
+    def compile(self, optimizer: Any = None, loss: Any = None, loss_weights: Any = None,
+                metrics: Any = None, weighted_metrics: Any = None, run_eagerly: bool = False,
+                steps_per_execution: int = 1, jit_compile: Any = "auto",
+                auto_scale_loss: bool = True) -> None:
+        """Like ``keras.Model.compile``; ``optimizer`` may be a dict from role to optimizer.
+
+        Omitted optimizers and loss come from the step's defaults.
+        """
+        step = self.step
+        optimizers = self._resolve_optimizers(optimizer)
+        keras_loss = None
+        self._step_loss = None
+        if step.loss_kind == "keras":
+            keras_loss = loss if loss is not None else step.default_loss()
+        elif step.loss_kind == "step":
+            self._step_loss = keras.losses.get(loss if loss is not None else step.default_loss())
+        elif loss is not None:
+            raise ValueError(
+                f"Step {step.name!r} takes no `loss` in compile(): its loss comes from its "
+                f"config. Received: loss={loss!r}. Set it with config=... instead."
+            )
+        if (metrics or weighted_metrics) and not step.uses_compile_metrics:
+            raise ValueError(
+                f"Step {step.name!r} does not use compile metrics (it reports "
+                f"{', '.join(step.tracked)}). Received: metrics={metrics!r}, "
+                f"weighted_metrics={weighted_metrics!r}."
+            )
+        roles = step.trained_roles()
+        super().compile(optimizer=optimizers[roles[0]], loss=keras_loss,
+                        loss_weights=loss_weights, metrics=metrics,
+                        weighted_metrics=weighted_metrics, run_eagerly=run_eagerly,
+                        steps_per_execution=steps_per_execution, jit_compile=jit_compile,
+                        auto_scale_loss=auto_scale_loss)
+        wrapped = {roles[0]: self.optimizer}
+        for role in roles[1:]:
+            opt = optimizers[role]
+            if self.optimizer is not optimizers[roles[0]]:  # Keras wrapped it: mixed precision
+                opt = keras.optimizers.LossScaleOptimizer(opt, name=f"{role}_loss_scale_optimizer")
+            wrapped[role] = opt
+        self._role_optimizers = wrapped
+        if "loss" not in step.tracked:
+            self._loss_tracker = None
+        self._compile_config = serialization_lib.SerializableDict(
+            optimizer=optimizers, loss=loss, loss_weights=loss_weights, metrics=metrics,
+            weighted_metrics=weighted_metrics, run_eagerly=run_eagerly,
+            steps_per_execution=steps_per_execution, jit_compile=self.jit_compile,
+            auto_scale_loss=auto_scale_loss)
+        if self.built:
+            self._build_optimizers()
+
+    def _resolve_optimizers(self, optimizer: Any) -> dict[str, Any]:
+        roles = self.step.trained_roles()
+        if optimizer is None:
+            spec = dict(self.step.default_optimizers())
+        elif isinstance(optimizer, Mapping):
+            spec = dict(optimizer)
+        elif len(roles) == 1:
+            spec = {roles[0]: optimizer}
+        elif isinstance(optimizer, str):
+            spec = {role: optimizer for role in roles}  # a fresh optimizer per role
+        else:
+            raise ValueError(
+                f"Step {self.step.name!r} trains {len(roles)} roles ({', '.join(roles)}), each "
+                f"with its own optimizer: pass optimizer={{{', '.join(map(repr, roles))}: ...}} "
+                f"or an optimizer name. Received: optimizer={optimizer!r}."
+            )
+        missing = [r for r in roles if r not in spec]
+        unknown = [r for r in spec if r not in roles]
+        if missing or unknown:
+            raise ValueError(
+                f"The optimizer dict for step {self.step.name!r} must name exactly its roles "
+                f"({', '.join(roles)}). Missing: {missing or 'none'}; unknown: "
+                f"{unknown or 'none'}. Received keys: {list(spec)}."
+            )
+        resolved = {role: keras.optimizers.get(spec[role]) for role in roles}
+        ids = [id(o) for o in resolved.values()]
+        if len(set(ids)) != len(ids):
+            raise ValueError(
+                "The same optimizer instance was given for several roles; each role needs its "
+                "own optimizer (its own slots and iterations). Pass separate instances."
+            )
+        return resolved
+
+    def get_compile_config(self) -> dict[str, Any]:
+        if self.compiled and hasattr(self, "_compile_config"):
+            return self._compile_config.serialize()
+        return {}
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        config = serialization_lib.deserialize_keras_object(config)
+        self.compile(**config)
+
+    # ------------------------------------------------------------ building
+
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        # Keras calls this before fit/evaluate/train_on_batch. stepkit always builds
+        # here, eagerly and in the strategy scope, from the local replica's batch.
+        if data_batch is None:
+            if self.built and iterator is self._checked_iterator:
+                return
+            data_batch = self._first_batch(iterator)
+            self._checked_iterator = iterator
+        batch = Batch.from_data(keras.tree.map_structure(_symbolic, data_batch))
+        with self.distribute_strategy.scope():
+            self._prepare(batch)
+
+    @staticmethod
+    def _first_batch(iterator: Any) -> Any:
+        for item in iterator:
+            it = item[-1]
+            batch = it[0] if isinstance(it, list | tuple) else next(it)
+            return keras.tree.map_structure(_local_value, batch)
+        raise ValueError("The data is empty: fit/evaluate received no batch.")
+
+    def build_from_data(self, data: Any) -> None:
+        """Build every network and optimizer from one batch (or its spec) without training."""
+        batch = Batch.from_data(keras.tree.map_structure(_symbolic, data))
+        with self.distribute_strategy.scope():
+            self._prepare(batch)
+
+    def _prepare(self, batch: Batch) -> None:
+        self.step.check_data(batch)
+        missing = [r for r in self.step.roles if r not in self._networks]
+        if missing:
+            made = dict(self.step.default_networks(batch, missing))
+            if sorted(made) != sorted(missing):
+                raise StepDefinitionError(
+                    f"Step {self.step.name!r}: default_networks() returned roles "
+                    f"{sorted(made)}, expected {sorted(missing)}."
+                )
+            self._networks.update(made)
+        self.step.build(self._ctx, batch)
+        unbuilt = [r for r, n in self._networks.items() if not n.built]
+        if unbuilt:
+            raise StepDefinitionError(
+                f"Step {self.step.name!r}: build() left network(s) {unbuilt} unbuilt."
+            )
+        self._build_batch = batch
+        self._finish_build()
+        if self.compiled and (
+            (self._compile_metrics is not None and not self._compile_metrics.built)
+            or (self._compile_loss is not None and not self._compile_loss.built)
+        ):
+            Trainer._symbolic_build(self, data_batch=(batch.x, batch.y, batch.sample_weight))
+        self._check_metric_names()
+
+    def _finish_build(self) -> None:
+        if not self.built:
+            self.step.build_state(self._ctx)
+            self.built = True
+        if self.compiled:
+            self._build_optimizers()
+
+    def _build_optimizers(self) -> None:
+        for role, opt in self._role_optimizers.items():
+            if not opt.built:
+                opt.build(self._variables_for(role))
+
+    def _check_metric_names(self) -> None:
+        names = []
+        for m in self.metrics:
+            sub = getattr(m, "metrics", None)
+            names.extend([s.name for s in sub] if m is self._compile_metrics and sub else [m.name])
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(
+                f"Duplicate metric name(s) {dupes} for step {self.step.name!r}: they would "
+                f"shadow each other in the logs. The step tracks {list(self.step.tracked)}; "
+                "rename the compile metrics (e.g. keras.metrics.MeanSquaredError(name=...))."
+            )
+
+    def get_build_config(self) -> dict[str, Any] | None:
+        if self._build_batch is None:
+            return None
+
+        def spec(v):
+            return None if v is None else keras.tree.map_structure(
+                lambda t: {"shape": list(t.shape), "dtype": t.dtype}, v)
+
+        b = self._build_batch
+        return {"x": spec(b.x), "y": spec(b.y), "sample_weight": spec(b.sample_weight)}
+
+    def build_from_config(self, config: dict[str, Any]) -> None:
+        self._prepare(Batch(_from_spec(config["x"]), _from_spec(config["y"]),
+                            _from_spec(config["sample_weight"])))
+
+    # ------------------------------------------------------------ the step
+
+    def _optimizer_for(self, role: str) -> Any:
+        opts = getattr(self, "_role_optimizers", None)
+        if not opts:
+            raise RuntimeError("The model is not compiled: call compile() before training.")
+        if role not in opts:
+            raise StepDefinitionError(
+                f"Step {self.step.name!r} asked for optimizer {role!r}; its optimizer roles are "
+                f"{list(opts)}."
+            )
+        return opts[role]
+
+    def _variables_for(self, role: str) -> list[Any]:
+        return self.step.trainable_variables(self._ctx, role)
+
+    def _tracker_for(self, name: str) -> Any:
+        if name == "loss" and "loss" in self.step.tracked:
+            return self._loss_tracker
+        if name in self._step_trackers:
+            return self._step_trackers[name]
+        raise StepDefinitionError(
+            f"Step {self.step.name!r} tracked {name!r}, which is not in its `tracked` names "
+            f"{list(self.step.tracked)}. Add it to `tracked`."
+        )
+
+    def _add_step_state(self, name: str, shape: Any, dtype: str, initializer: Any) -> Any:
+        if name in self._step_state:
+            raise StepDefinitionError(f"Step state {name!r} was created twice.")
+        var = self.add_weight(name=name, shape=shape, dtype=dtype, initializer=initializer,
+                              trainable=False, aggregation="only_first_replica")
+        self._step_state[name] = var
+        return var
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        missing = [r for r in self.step.roles if r not in self._networks]
+        if missing:
+            raise ValueError(
+                f"Role(s) {missing} of step {self.step.name!r} have no network yet: the step "
+                "builds them from the first batch of fit()/evaluate(), or from "
+                "model.build_from_data(batch). Pass them in `networks` to predict before that."
+            )
+        return self.step.call(self._ctx, inputs, training=training)
+
+    def _run(self, method: str, data: Any) -> dict[str, Any]:
+        self._ctx._draws = 0
+        result = getattr(self.step, method)(self._ctx, data)
+        if result is not None:
+            raise StepDefinitionError(
+                f"{type(self.step).__name__}.{method} returned {type(result).__name__}; steps "
+                "report values with ctx.track(name, value, batch_size) and return None "
+                "(returned tensors would be last-batch values, not epoch means)."
+            )
+        return self.get_metrics_result()
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        logs = self._run("train_step", data)
+        self._step_counter.assign_add(1)
+        return logs
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        return self._run("test_step", data)
+
+    # ------------------------------------------------------------ serialisation
+
+    def get_config(self) -> dict[str, Any]:
+        base = super().get_config()
+        base.update({
+            "step": self.step.name,
+            "config": unstructure_config(self.step.config),
+            "networks": {r: keras.saving.serialize_keras_object(n)
+                         for r, n in self.networks.items()},
+            "seed": self._seed,
+        })
+        return base
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> StepModel:
+        config = dict(config)
+        networks = {r: keras.saving.deserialize_keras_object(n, custom_objects=custom_objects)
+                    for r, n in (config.pop("networks", None) or {}).items()}
+        step = config.pop("step")
+        step_config = config.pop("config", None)
+        seed = config.pop("seed", None)
+        return cls(networks or None, step=step, config=step_config, seed=seed, **config)

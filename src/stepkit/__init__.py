@@ -24,6 +24,7 @@ from stepkit.errors import (
 from stepkit.hookspecs import hookimpl, hookspec
 from stepkit.model import StepModel
 from stepkit.registry import StepInfo, get_step, list_steps, register_plugin
+from stepkit.saving import load_model
 from stepkit.step import Batch, Step, StepContext
 
 __version__ = "0.1.0"
@@ -46,5 +47,6 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "list_steps",
+    "load_model",
     "register_plugin",
 ]

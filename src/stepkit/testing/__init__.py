@@ -1,0 +1,1 @@
+"""Conformance checks any step can run (filled in by the conformance kit)."""

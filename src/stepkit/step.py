@@ -59,6 +59,13 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 LOSS_KINDS = ("keras", "step", "none")
 
+# Attributes Keras sets on a model instance (a role of that name would shadow them).
+_RESERVED_ROLES = frozenset({
+    "optimizer", "optimizers", "loss", "step", "networks", "compiled", "history",
+    "stop_training", "name", "dtype", "built", "trainable", "jit_compile", "run_eagerly",
+    "steps_per_execution",
+})
+
 
 @attrs.frozen
 class Batch:
@@ -143,7 +150,8 @@ class Step:
         if not cls.roles:
             fail("`roles` must name at least one network.")
         for role in cls.roles:
-            if not role.isidentifier() or keyword.iskeyword(role) or hasattr(StepModel, role):
+            if (not role.isidentifier() or keyword.iskeyword(role) or role in _RESERVED_ROLES
+                    or hasattr(StepModel, role)):
                 fail(f"role {role!r} must be an identifier that is not a StepModel attribute.")
         if not isinstance(cls.tracked, tuple) or len(set(cls.tracked)) != len(cls.tracked):
             fail(f"`tracked` must be a tuple of distinct names. Received: {cls.tracked!r}.")

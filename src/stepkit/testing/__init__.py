@@ -1,1 +1,79 @@
-"""Conformance checks any step can run (filled in by the conformance kit)."""
+"""The stepkit conformance kit: generic checks any registered step should pass.
+
+In a step package's tests, three lines run every check as its own pytest test::
+
+    from stepkit.testing import conformance_tests
+
+    globals().update(conformance_tests("wgan-gp", sample=make_sample))
+
+``make_sample`` returns a :class:`Sample` (or ``x`` or ``(x, y)``); pass
+``networks=`` (a callable giving fresh networks), ``config=`` and ``compile=``
+(a dict or a callable giving ``compile()`` arguments) where the step needs them.
+The pytest plugin also offers the ``stepkit_conformance`` fixture, which is
+:func:`run_conformance`. Importing this package does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stepkit.testing._harness import ConformanceError, Sample
+
+__all__ = ["CHECK_NAMES", "ConformanceError", "Sample", "conformance_tests", "run_conformance"]
+
+# The names of stepkit.testing.checks.ALL_CHECKS, kept here so that collecting
+# tests does not import TensorFlow.
+CHECK_NAMES = ("fit", "fit_eager", "evaluate", "predict", "epoch_means", "config_roundtrip",
+               "save_load", "jit_compile", "steps_per_execution", "mixed_precision")
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ConformanceError", "Sample"):
+        from stepkit.testing import _harness
+
+        return getattr(_harness, name)
+    raise AttributeError(f"module 'stepkit.testing' has no attribute {name!r}")
+
+
+def run_conformance(step: str, sample: Any, networks: Any = None, config: Any = None,
+                    checks: Any = None, *, compile: Any = None) -> dict[str, dict]:
+    """Run the conformance checks on ``step``; see :mod:`stepkit.testing.checks`.
+
+    Example::
+
+        report = run_conformance("vae", Sample(x[:40]), checks=["fit", "save_load"])
+    """
+    from stepkit.testing.checks import run_conformance as run
+
+    return run(step, sample, networks, config, checks, compile=compile)
+
+
+def conformance_tests(step: str, sample: Any, networks: Any = None, config: Any = None, *,
+                      compile: Any = None, checks: Any = None,
+                      skip: Any = ()) -> dict[str, Any]:
+    """pytest test functions ``test_conformance_<check>``, one per check.
+
+    Put them in a test module with ``globals().update(conformance_tests(...))``.
+    ``sample`` may be a callable, so data is made only when a test runs.
+
+    Example::
+
+        globals().update(conformance_tests("vae", sample=make_sample, skip=["jit_compile"]))
+    """
+    names = [n for n in (CHECK_NAMES if checks is None else checks) if n not in set(skip)]
+    unknown = [n for n in [*names, *skip] if n not in CHECK_NAMES]
+    if unknown:
+        raise ValueError(f"Unknown conformance check(s) {unknown}. Valid checks: "
+                         f"{', '.join(CHECK_NAMES)}.")
+
+    def make(name: str):
+        def test() -> None:
+            run_conformance(step, sample, networks, config, [name], compile=compile)
+
+        test.__name__ = f"test_conformance_{name}"
+        test.__qualname__ = test.__name__
+        test.__doc__ = f"stepkit conformance check {name!r} on step {step!r}."
+        return test
+
+    return {f"test_conformance_{n}": make(n) for n in names}

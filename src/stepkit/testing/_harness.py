@@ -1,0 +1,184 @@
+"""What every conformance check shares: the sample, the case and seeded models."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import attrs
+import keras
+import numpy as np
+
+import stepkit
+
+TOL = 1e-5
+
+
+class ConformanceError(AssertionError):
+    """A step broke the stepkit contract; the message names the check and what differed."""
+
+
+@attrs.define
+class Sample:
+    """A small data sample for the conformance checks.
+
+    Attributes:
+        x: inputs (a NumPy array or a structure of arrays).
+        y: targets, or None for steps that train on ``x`` alone (GANs, VAEs).
+        predict_x: what to give ``predict``; defaults to ``x`` (GANs take latent vectors).
+        batch_size: the batch size of every check; pick one that leaves a partial
+            last batch, so that epoch means are weighted by batch size.
+
+    Example::
+
+        Sample(x=images[:40], predict_x=np.random.normal(size=(8, 64)), batch_size=16)
+    """
+
+    x: Any
+    y: Any = None
+    predict_x: Any = None
+    batch_size: int = 16
+
+    @property
+    def size(self) -> int:
+        return len(keras.tree.flatten(self.x)[0])
+
+    def batches(self) -> Iterator[tuple[Any, Any, int]]:
+        """``(x, y, n)`` for each batch, in order."""
+        for start in range(0, self.size, self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            xb = keras.tree.map_structure(lambda a: a[sl], self.x)
+            yb = None if self.y is None else keras.tree.map_structure(lambda a: a[sl], self.y)
+            yield xb, yb, len(keras.tree.flatten(xb)[0])
+
+
+def as_sample(sample: Any) -> Sample:
+    """A :class:`Sample` from a Sample, an array, an ``(x, y)`` tuple, or a callable of those."""
+    if callable(sample) and not isinstance(sample, np.ndarray):
+        sample = sample()
+    if isinstance(sample, Sample):
+        return sample
+    if isinstance(sample, tuple) and len(sample) in (1, 2):
+        return Sample(*sample)
+    if isinstance(sample, np.ndarray):
+        return Sample(sample)
+    raise TypeError(
+        "`sample` must be a stepkit.testing.Sample, an array x, a tuple (x,) or (x, y), or a "
+        f"zero-argument callable returning one of those. Received: {sample!r}."
+    )
+
+
+@attrs.define
+class Case:
+    """One step under test: its name, sample, networks, config and compile arguments.
+
+    ``networks`` and ``compile`` are zero-argument callables (or None), because
+    every check builds fresh networks and optimizers; ``compile`` may also be a
+    dict without optimizer instances.
+    """
+
+    step: str
+    sample: Sample
+    networks: Callable[[], Any] | None = None
+    config: Any = None
+    compile: Callable[[], Mapping[str, Any]] | Mapping[str, Any] | None = None
+    seed: int = 0
+    epochs: int = 2
+
+    @classmethod
+    def make(cls, step: str, sample: Any, networks: Any = None, config: Any = None,
+             compile: Any = None, **kw: Any) -> Case:
+        if networks is not None and not callable(networks):
+            raise TypeError(
+                "`networks` must be a zero-argument callable returning fresh networks (each "
+                f"check trains its own model). Received: {networks!r}."
+            )
+        return cls(step, as_sample(sample), networks, config, compile, **kw)
+
+    def compile_kwargs(self) -> dict[str, Any]:
+        if self.compile is None:
+            return {}
+        return dict(self.compile() if callable(self.compile) else self.compile)
+
+    def model(self, **compile_overrides: Any) -> stepkit.StepModel:
+        """A fresh model: same seeds, so two calls give the same weights and noise."""
+        keras.utils.set_random_seed(self.seed)
+        nets = self.networks() if self.networks is not None else None
+        model = stepkit.StepModel(nets, step=self.step, config=self.config, seed=self.seed)
+        model.compile(**{**self.compile_kwargs(), **compile_overrides})
+        # Build now, so that default networks take their weights from this seed
+        # (not from whatever the global generator holds when fit() starts).
+        xb, yb, _ = next(self.sample.batches())
+        model.build_from_data(xb if yb is None else (xb, yb))
+        return model
+
+    def fit(self, model: stepkit.StepModel, epochs: int | None = None) -> dict[str, list]:
+        s = self.sample
+        history = model.fit(s.x, s.y, batch_size=s.batch_size, epochs=epochs or self.epochs,
+                            shuffle=False, verbose=0)
+        return history.history
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def fail(check: str, case: Case, message: str) -> None:
+    raise ConformanceError(f"[{check}] step {case.step!r}: {message}")
+
+
+def expected_names(model: stepkit.StepModel) -> set[str]:
+    """The step's tracked names plus the names of the compile metrics."""
+    names = set(model.step.tracked)
+    compiled = getattr(model, "_compile_metrics", None)
+    if compiled is not None:
+        names |= {m.name for m in getattr(compiled, "metrics", [])}
+    return names
+
+
+def uses_noise(model: stepkit.StepModel, run: Callable[[], Any]) -> bool:
+    """Whether ``run()`` draws from the model's seed generator (``ctx.normal`` / ``uniform``)."""
+    before = np.array(model._seed_generator.state)
+    run()
+    return not np.array_equal(before, np.array(model._seed_generator.state))
+
+
+def role_variables(model: stepkit.StepModel) -> dict[str, list[Any]]:
+    return {r: model._variables_for(r) for r in model.step.trained_roles()}
+
+
+def iterations(model: stepkit.StepModel) -> dict[str, int]:
+    return {r: int(o.iterations) for r, o in model.optimizers.items()}
+
+
+def max_diff(a: Mapping[str, list], b: Mapping[str, list]) -> float:
+    return max((float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k])))) for k in a),
+               default=0.0)
+
+
+def compare_histories(check: str, case: Case, got: Mapping[str, list],
+                      want: Mapping[str, list], tol: float = TOL) -> float:
+    if set(got) != set(want):
+        fail(check, case, f"history keys differ: {sorted(got)} vs {sorted(want)}.")
+    for k in want:
+        if not np.allclose(got[k], want[k], rtol=tol, atol=tol):
+            fail(check, case, f"history[{k!r}] = {got[k]} differs from the reference run's "
+                              f"{want[k]} by more than {tol}.")
+    return max_diff(got, want)
+
+
+def check_finite(check: str, case: Case, logs: Mapping[str, Any]) -> None:
+    bad = {k: v for k, v in logs.items() if not np.all(np.isfinite(np.asarray(v, float)))}
+    if bad:
+        fail(check, case, f"non-finite values: {bad}.")
+
+
+@contextlib.contextmanager
+def global_policy(name: str) -> Iterator[None]:
+    """Set Keras' global dtype policy, restoring the previous one afterwards."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

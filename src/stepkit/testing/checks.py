@@ -1,0 +1,340 @@
+"""The conformance checks: one function per check, each raising :class:`ConformanceError`.
+
+Every check has the signature ``check_x(step, sample, *, networks=None,
+config=None, compile=None)`` and returns a dict of what it measured. ``step``
+is a registered step name, ``sample`` a :class:`~stepkit.testing.Sample` (or
+``x``, ``(x, y)`` or a callable returning one), ``networks`` and ``compile``
+zero-argument callables giving fresh networks and ``compile()`` arguments.
+
+Example::
+
+    from stepkit.testing import checks, Sample
+
+    checks.check_fit("supervised", Sample(x, y), networks=make_net,
+                     compile={"optimizer": "adam", "loss": "mse"})
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+import stepkit
+from stepkit.config import structure_config, unstructure_config
+from stepkit.testing._harness import (
+    Case,
+    ConformanceError,
+    check_finite,
+    compare_histories,
+    expected_names,
+    fail,
+    global_policy,
+    iterations,
+    max_diff,
+    role_variables,
+    uses_noise,
+)
+
+__all__ = ["ALL_CHECKS", "REPLICA_CHECKS", "ConformanceError"]
+
+
+def _check(fn: Callable[[Case], dict]) -> Callable[..., dict]:
+    @functools.wraps(fn)
+    def run(step: str, sample: Any, *, networks: Any = None, config: Any = None,
+            compile: Any = None, **kw: Any) -> dict:
+        return fn(Case.make(step, sample, networks, config, compile, **kw))
+
+    run.case_fn = fn
+    return run
+
+
+@_check
+def check_fit(case: Case) -> dict:
+    """fit() in graph mode: history holds exactly the tracked names, finite, one per epoch."""
+    model = case.model()
+    history = case.fit(model)
+    if set(history) != expected_names(model):
+        fail("fit", case, f"history keys {sorted(history)} are not the step's tracked names "
+                          f"plus compile metrics {sorted(expected_names(model))}.")
+    if any(len(v) != case.epochs for v in history.values()):
+        fail("fit", case, f"expected {case.epochs} values per key, got {history}.")
+    check_finite("fit", case, history)
+    return {"history": history}
+
+
+@_check
+def check_fit_eager(case: Case) -> dict:
+    """fit(run_eagerly=True) runs, is finite, and matches graph mode to 1e-4."""
+    eager = case.fit(case.model(run_eagerly=True))
+    check_finite("fit_eager", case, eager)
+    graph = case.fit(case.model())
+    return {"max_diff": compare_histories("fit_eager", case, eager, graph, tol=1e-4)}
+
+
+@_check
+def check_evaluate(case: Case) -> dict:
+    """evaluate() returns the step's tracked names (plus compile metrics), finite."""
+    model = case.model()
+    case.fit(model, epochs=1)
+    s = case.sample
+    logs = model.evaluate(s.x, s.y, batch_size=s.batch_size, verbose=0, return_dict=True)
+    if set(logs) != expected_names(model):
+        fail("evaluate", case, f"evaluate() returned {sorted(logs)}, expected "
+                               f"{sorted(expected_names(model))}.")
+    check_finite("evaluate", case, logs)
+    return {"logs": logs}
+
+
+@_check
+def check_predict(case: Case) -> dict:
+    """predict() gives one finite output per input row, equal to model(x)."""
+    model = case.model()
+    case.fit(model, epochs=1)
+    px = case.sample.predict_x if case.sample.predict_x is not None else case.sample.x
+    out = model.predict(px, batch_size=case.sample.batch_size, verbose=0)
+    n = len(keras.tree.flatten(px)[0])
+    for leaf in keras.tree.flatten(out):
+        if leaf.shape[0] != n or not np.all(np.isfinite(leaf)):
+            fail("predict", case, f"predict() gave shape {leaf.shape} (finite: "
+                                  f"{bool(np.all(np.isfinite(leaf)))}) for {n} inputs.")
+    direct = keras.tree.map_structure(np.asarray, model(px, training=False))
+    for a, b in zip(keras.tree.flatten(out), keras.tree.flatten(direct), strict=True):
+        if not np.allclose(a, b, rtol=1e-4, atol=1e-5):
+            fail("predict", case, "predict(x) differs from model(x, training=False).")
+    return {"shapes": [tuple(o.shape) for o in keras.tree.flatten(out)]}
+
+
+@_check
+def check_epoch_means(case: Case) -> dict:
+    """fit/evaluate logs are batch-size-weighted means of the per-batch values.
+
+    A second model with the same seeds replays the epoch with
+    ``train_on_batch`` (then ``test_on_batch``), one batch at a time.
+    """
+    s = case.sample
+    epoch_model, batch_model = case.model(), case.model()
+    fit_logs = {k: v[0] for k, v in case.fit(epoch_model, epochs=1).items()}
+    per_batch, sizes = [], []
+    for xb, yb, n in s.batches():
+        per_batch.append(batch_model.train_on_batch(xb, yb, return_dict=True))
+        sizes.append(n)
+    _compare_means("epoch_means (fit)", case, fit_logs, per_batch, sizes)
+
+    state = np.array(epoch_model._seed_generator.state)
+    eval_logs = epoch_model.evaluate(s.x, s.y, batch_size=s.batch_size, verbose=0,
+                                     return_dict=True)
+    epoch_model._seed_generator.state.assign(state)
+    per_batch = [epoch_model.test_on_batch(xb, yb, return_dict=True) for xb, yb, _ in
+                 s.batches()]
+    _compare_means("epoch_means (evaluate)", case, eval_logs, per_batch, sizes)
+    return {"batch_sizes": sizes, "fit": fit_logs, "evaluate": eval_logs}
+
+
+def _compare_means(check: str, case: Case, logs: dict, per_batch: list[dict],
+                   sizes: list[int]) -> None:
+    for key, value in logs.items():
+        values = np.array([b[key] for b in per_batch], dtype=float)
+        mean = float(np.average(values, weights=sizes))
+        if not np.isclose(value, mean, rtol=1e-4, atol=1e-5):
+            last = "; it equals the last batch's value" if np.isclose(value, values[-1]) else ""
+            fail(check, case, f"{key!r} = {value}, but the batch-size-weighted mean of the "
+                              f"per-batch values {values.tolist()} is {mean}{last}.")
+
+
+@_check
+def check_config_roundtrip(case: Case) -> dict:
+    """The config survives get_config/from_config and JSON (unstructure/structure)."""
+    model = case.model()
+    config = model.step.config
+    again = stepkit.StepModel.from_config(model.get_config())
+    if again.step.name != case.step or again.step.config != config:
+        fail("config", case, f"from_config(get_config()) gave step {again.step.name!r} with "
+                             f"{again.step.config!r}, expected {config!r}.")
+    text = json.dumps(unstructure_config(config))
+    back = structure_config(type(config), json.loads(text), step=case.step)
+    if back != config:
+        fail("config", case, f"JSON round trip {text} gave {back!r}, expected {config!r}.")
+    try:
+        structure_config(type(config), {"no_such_key": 1}, step=case.step)
+    except stepkit.ConfigError as exc:
+        if "no_such_key" not in str(exc):
+            fail("config", case, f"an unknown key's error does not name it: {exc}")
+    else:
+        fail("config", case, "an unknown config key was accepted.")
+    return {"json": text}
+
+
+_VERIFY = """
+import json, sys
+import numpy as np
+import stepkit
+from stepkit.config import unstructure_config
+path, meta_path, arrays_path = sys.argv[1:4]
+meta = json.load(open(meta_path))
+arrays = np.load(arrays_path)
+m = stepkit.load_model(path)
+got = m.get_weights()
+assert len(got) == meta["n_weights"], ("weight count", len(got), meta["n_weights"])
+for i, w in enumerate(got):
+    np.testing.assert_array_equal(w, arrays[f"w{i}"], err_msg=f"weight {i}")
+assert m.step.name == meta["step"], ("step", m.step.name, meta["step"])
+assert unstructure_config(m.step.config) == meta["config"], ("config", m.step.config)
+its = {r: int(o.iterations) for r, o in m.optimizers.items()}
+assert its == meta["iterations"], ("optimizer iterations", its, meta["iterations"])
+out = m.predict(arrays["predict_x"], verbose=0)
+np.testing.assert_allclose(out, arrays["predict_out"], rtol=1e-5, atol=1e-6)
+print("STEPKIT-LOAD-OK")
+"""
+
+
+@_check
+def check_save_load(case: Case) -> dict:
+    """Save to ``.keras``; a fresh interpreter's ``stepkit.load_model`` restores it all.
+
+    Compares weights, step name, config, every optimizer's ``iterations`` and
+    ``predict``. The step must be installed (found through entry points).
+    """
+    model = case.model()
+    case.fit(model, epochs=1)
+    px = case.sample.predict_x if case.sample.predict_x is not None else case.sample.x
+    px = np.asarray(px)[:8]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        weights = model.get_weights()
+        np.savez(os.path.join(tmp, "arrays.npz"), predict_x=px,
+                 predict_out=model.predict(px, verbose=0),
+                 **{f"w{i}": w for i, w in enumerate(weights)})
+        meta = {"step": case.step, "config": unstructure_config(model.step.config),
+                "iterations": iterations(model), "n_weights": len(weights)}
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump(meta, f)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        proc = subprocess.run(
+            [sys.executable, "-c", _VERIFY, path, os.path.join(tmp, "meta.json"),
+             os.path.join(tmp, "arrays.npz")],
+            capture_output=True, text=True, env=env, timeout=300)
+    if proc.returncode != 0 or "STEPKIT-LOAD-OK" not in proc.stdout:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
+        fail("save_load", case, f"loading in a fresh interpreter failed:\n{tail}")
+    return {"iterations": meta["iterations"]}
+
+
+def _random_or_equal(check: str, case: Case, other: dict, reference: dict, noisy: bool) -> dict:
+    check_finite(check, case, other)
+    if set(other) != set(reference):
+        fail(check, case, f"history keys differ: {sorted(other)} vs {sorted(reference)}.")
+    diff = max_diff(other, reference)
+    if not noisy:
+        compare_histories(check, case, other, reference)
+    return {"max_diff": diff, "uses_noise": noisy}
+
+
+@_check
+def check_jit_compile(case: Case) -> dict:
+    """jit_compile=True (XLA) equals the default run to 1e-5; for noisy steps, finite."""
+    model = case.model(jit_compile=False)
+    holder = {}
+    noisy = uses_noise(model, lambda: holder.update(case.fit(model)))
+    jit = case.fit(case.model(jit_compile=True))
+    return _random_or_equal("jit_compile", case, jit, holder, noisy)
+
+
+@_check
+def check_steps_per_execution(case: Case) -> dict:
+    """steps_per_execution=3 gives the same history as the default run (1e-5)."""
+    reference = case.fit(case.model())
+    grouped = case.fit(case.model(steps_per_execution=3))
+    check_finite("steps_per_execution", case, grouped)
+    return {"max_diff": compare_histories("steps_per_execution", case, grouped, reference)}
+
+
+def _first_updates(case: Case, limit: int = 32) -> tuple[dict, dict, int]:
+    """Train on the first batch until every optimizer stepped; per-role update norms."""
+    model = case.model()
+    xb, yb, _ = next(case.sample.batches())
+    before = {r: [np.array(v) for v in vs] for r, vs in role_variables(model).items()}
+    steps = 0
+    while steps < limit and min(iterations(model).values()) < 1:
+        model.train_on_batch(xb, yb)
+        steps += 1
+    moved = {r: float(np.sqrt(sum(np.sum((np.array(v, np.float64) - b) ** 2)
+                                  for v, b in zip(vs, before[r], strict=True))))
+             for r, vs in role_variables(model).items()}
+    return moved, dict(model.optimizers), steps
+
+
+@_check
+def check_mixed_precision(case: Case) -> dict:
+    """mixed_float16: every optimizer is a LossScaleOptimizer; updates match float32's.
+
+    Both runs train until each optimizer has stepped once; each role's update
+    norm under mixed precision must be 0.5..2 times float32's.
+    """
+    with global_policy("mixed_float16"):
+        mixed, optimizers, steps = _first_updates(case)
+    wrong = {r: type(o).__name__ for r, o in optimizers.items()
+             if not isinstance(o, keras.optimizers.LossScaleOptimizer)}
+    if wrong:
+        fail("mixed_precision", case, f"optimizer(s) not wrapped in LossScaleOptimizer: {wrong}.")
+    with global_policy("float32"):
+        plain, _, plain_steps = _first_updates(case)
+    ratios = {}
+    for role, norm in plain.items():
+        if norm == 0 or mixed[role] == 0:
+            fail("mixed_precision", case, f"role {role!r} did not move (float32 update "
+                                          f"{plain[role]}, mixed_float16 update {mixed[role]}).")
+        ratios[role] = mixed[role] / norm
+        if not 0.5 <= ratios[role] <= 2.0:
+            fail("mixed_precision", case, f"role {role!r}: mixed_float16 update is "
+                                          f"{ratios[role]:.3g} x float32's (want 0.5..2).")
+    return {"ratios": ratios, "steps": (steps, plain_steps)}
+
+
+ALL_CHECKS: dict[str, Callable[..., dict]] = {
+    "fit": check_fit,
+    "fit_eager": check_fit_eager,
+    "evaluate": check_evaluate,
+    "predict": check_predict,
+    "epoch_means": check_epoch_means,
+    "config_roundtrip": check_config_roundtrip,
+    "save_load": check_save_load,
+    "jit_compile": check_jit_compile,
+    "steps_per_execution": check_steps_per_execution,
+    "mixed_precision": check_mixed_precision,
+}
+
+# Replica checks (tf.distribute.MirroredStrategy) belong here, as more entries of
+# the same shape: ``name -> check(step, sample, *, networks, config, compile)``.
+# run_conformance() includes them in its default set once they exist.
+REPLICA_CHECKS: dict[str, Callable[..., dict]] = {}
+
+
+def run_conformance(step: str, sample: Any, networks: Any = None, config: Any = None,
+                    checks: Any = None, *, compile: Any = None) -> dict[str, dict]:
+    """Run ``checks`` (names; default: all) on ``step``; return each check's measurements.
+
+    Raises:
+        ConformanceError: the first check that fails.
+        ValueError: an unknown check name.
+    """
+    available = {**ALL_CHECKS, **REPLICA_CHECKS}
+    names = list(available) if checks is None else list(checks)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(f"Unknown conformance check(s) {unknown}. Valid checks: "
+                         f"{', '.join(available)}.")
+    case = Case.make(step, sample, networks, config, compile)
+    return {name: available[name].case_fn(case) for name in names}
+
+
+__all__ += ["run_conformance", *[f.__name__ for f in ALL_CHECKS.values()]]

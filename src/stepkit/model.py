@@ -81,7 +81,11 @@ class StepModel(keras.Model):
         self._networks = self._normalise_networks(networks)
         self._step_trackers = {n: keras.metrics.Mean(name=n) for n in step_class.tracked
                                if n != "loss"}
-        self._seed_generator = StepSeedGenerator(seed, name="step_seed_generator")
+        # The generator's state is a weight of the model, so it is saved, restored
+        # and mirrored like any other (Keras saves no SeedGenerator state itself).
+        seed_generator = StepSeedGenerator(seed, name="step_seed_generator")
+        object.__setattr__(self, "_seed_generator", seed_generator)
+        self._rng_state = seed_generator.state
         self._step_counter = self.add_weight(
             name="step_counter", shape=(), dtype="int64", initializer="zeros",
             trainable=False, aggregation="only_first_replica")
@@ -399,6 +403,11 @@ class StepModel(keras.Model):
         return self._run("test_step", data)
 
     # ------------------------------------------------------------ serialisation
+
+    def save(self, filepath: Any, overwrite: bool = True, **kwargs: Any) -> None:
+        """``keras.Model.save``; fails before writing if the config cannot be saved."""
+        self.get_config()  # e.g. an unregistered lambda: raise before a file exists
+        super().save(filepath, overwrite=overwrite, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
         base = super().get_config()

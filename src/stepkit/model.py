@@ -31,7 +31,7 @@ def _local_value(v: Any) -> Any:
     import tensorflow as tf
 
     if isinstance(v, tf.distribute.DistributedValues):
-        return tf.distribute.get_strategy().experimental_local_results(v)[0]
+        return v.values[0]
     return v
 
 

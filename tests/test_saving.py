@@ -70,10 +70,6 @@ import json, sys, numpy as np, keras
 import stepkit, tests.test_saving as t
 m = stepkit.load_model(sys.argv[1])
 x, y = (np.load(sys.argv[2] + ".x.npy"), None) if m.step.name == "gan" else t._data()
-if m.step.name != "gan":
-    pass
-else:
-    x = t._images()
 out = {"step": m.step.name, "config": stepkit.config.unstructure_config(m.step.config),
        "compile": m.get_compile_config(), "before": t._state(m),
        "rng": m._seed_generator.state.numpy().tolist()}

@@ -10,9 +10,8 @@ from stepkit.steps.gan import dcgan_discriminator, dcgan_generator
 
 @pytest.fixture(scope="module")
 def digits():
-    from sklearn.datasets import load_digits
-
     import tensorflow as tf
+    from sklearn.datasets import load_digits
 
     images = load_digits().images.astype("float32")[..., None] / 16.0
     return tf.image.resize(images, (28, 28)).numpy(), load_digits().target

@@ -76,7 +76,8 @@ def test_loss_is_epoch_mean_weighted_by_batch_size(mlp, regression_data):
     model.compile(optimizer="sgd", loss="mse")
     weights = [w.numpy() for w in model.weights]
     seen = []
-    cb = keras.callbacks.LambdaCallback(on_test_batch_end=lambda batch, logs: seen.append(logs["loss"]))
+    cb = keras.callbacks.LambdaCallback(
+        on_test_batch_end=lambda batch, logs: seen.append(logs["loss"]))
     result = model.evaluate(x, y, batch_size=16, verbose=0, callbacks=[cb])
     per_batch = [float(keras.losses.mean_squared_error(y[i:i + 16],
                                                         model.predict(x[i:i + 16], verbose=0)

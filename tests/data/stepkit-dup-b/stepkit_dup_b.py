@@ -1,7 +1,8 @@
 """Registers a step named 'dup', like its twin package does."""
 
-import stepkit
 from stepkit_echo import Echo
+
+import stepkit
 
 
 class Dup(Echo):

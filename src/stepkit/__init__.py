@@ -22,12 +22,29 @@ from stepkit.errors import (
     UnknownStepError,
 )
 from stepkit.hookspecs import hookimpl, hookspec
-from stepkit.model import StepModel
 from stepkit.registry import StepInfo, get_step, list_steps, register_plugin
-from stepkit.saving import load_model
-from stepkit.step import Batch, Step, StepContext
 
 __version__ = "0.1.0"
+
+# Keras and TensorFlow load on first use of these names, so that `import stepkit`
+# (and the pytest plugin, and step discovery) stay cheap.
+_LAZY = {"StepModel": "stepkit.model", "load_model": "stepkit.saving",
+         "Batch": "stepkit.step", "Step": "stepkit.step", "StepContext": "stepkit.step"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'stepkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Batch",

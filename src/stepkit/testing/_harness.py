@@ -47,9 +47,11 @@ class Sample:
     def batches(self) -> Iterator[tuple[Any, Any, int]]:
         """``(x, y, n)`` for each batch, in order."""
         for start in range(0, self.size, self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            xb = keras.tree.map_structure(lambda a: a[sl], self.x)
-            yb = None if self.y is None else keras.tree.map_structure(lambda a: a[sl], self.y)
+            def cut(a, sl=slice(start, start + self.batch_size)):
+                return a[sl]
+
+            xb = keras.tree.map_structure(cut, self.x)
+            yb = None if self.y is None else keras.tree.map_structure(cut, self.y)
             yield xb, yb, len(keras.tree.flatten(xb)[0])
 
 
@@ -138,9 +140,9 @@ def expected_names(model: stepkit.StepModel) -> set[str]:
 
 def uses_noise(model: stepkit.StepModel, run: Callable[[], Any]) -> bool:
     """Whether ``run()`` draws from the model's seed generator (``ctx.normal`` / ``uniform``)."""
-    before = np.array(model._seed_generator.state)
+    before = keras.ops.convert_to_numpy(model._seed_generator.state)
     run()
-    return not np.array_equal(before, np.array(model._seed_generator.state))
+    return not np.array_equal(before, keras.ops.convert_to_numpy(model._seed_generator.state))
 
 
 def role_variables(model: stepkit.StepModel) -> dict[str, list[Any]]:

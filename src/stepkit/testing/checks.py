@@ -129,7 +129,7 @@ def check_epoch_means(case: Case) -> dict:
         sizes.append(n)
     _compare_means("epoch_means (fit)", case, fit_logs, per_batch, sizes)
 
-    state = np.array(epoch_model._seed_generator.state)
+    state = _np(epoch_model._seed_generator.state)
     eval_logs = epoch_model.evaluate(s.x, s.y, batch_size=s.batch_size, verbose=0,
                                      return_dict=True)
     epoch_model._seed_generator.state.assign(state)
@@ -258,16 +258,20 @@ def check_steps_per_execution(case: Case) -> dict:
     return {"max_diff": compare_histories("steps_per_execution", case, grouped, reference)}
 
 
+def _np(v: Any) -> np.ndarray:
+    return keras.ops.convert_to_numpy(v)
+
+
 def _first_updates(case: Case, limit: int = 32) -> tuple[dict, dict, int]:
     """Train on the first batch until every optimizer stepped; per-role update norms."""
     model = case.model()
     xb, yb, _ = next(case.sample.batches())
-    before = {r: [np.array(v) for v in vs] for r, vs in role_variables(model).items()}
+    before = {r: [_np(v) for v in vs] for r, vs in role_variables(model).items()}
     steps = 0
     while steps < limit and min(iterations(model).values()) < 1:
         model.train_on_batch(xb, yb)
         steps += 1
-    moved = {r: float(np.sqrt(sum(np.sum((np.array(v, np.float64) - b) ** 2)
+    moved = {r: float(np.sqrt(sum(np.sum((_np(v).astype(np.float64) - b) ** 2)
                                   for v, b in zip(vs, before[r], strict=True))))
              for r, vs in role_variables(model).items()}
     return moved, dict(model.optimizers), steps

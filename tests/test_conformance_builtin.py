@@ -1,0 +1,135 @@
+"""The conformance kit on stepkit's built-in steps (supervised, custom-loss, gan)."""
+
+import keras
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from stepkit.testing import CHECK_NAMES, Sample
+
+
+def _regression():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5)).astype("float32")  # 40 = 16 + 16 + 8: a partial last batch
+    return Sample(x, (x @ rng.normal(size=(5, 1))).astype("float32"), batch_size=16)
+
+
+def _mlp():
+    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"),
+                             keras.layers.Dense(1)])
+
+
+def _digits_8x8():
+    images = (load_digits().images[:40] / 16.0).astype("float32")[..., None]
+    z = np.random.default_rng(1).normal(size=(8, 8)).astype("float32")
+    return Sample(images, predict_x=z, batch_size=16)
+
+
+CASES = {
+    "supervised": dict(sample=_regression, networks=_mlp,
+                       compile={"optimizer": "adam", "loss": "mse", "metrics": ["mae"]}),
+    "custom-loss": dict(sample=_regression, networks=_mlp, config={"loss": "mae"},
+                        compile={"optimizer": "adam", "metrics": ["mse"]}),
+    "gan": dict(sample=_digits_8x8, config={"latent_dim": 8}),
+}
+
+
+@pytest.mark.parametrize("check", CHECK_NAMES)
+@pytest.mark.parametrize("step", list(CASES))
+def test_builtin_step_conforms(stepkit_conformance, step, check):
+    case = CASES[step]
+    report = stepkit_conformance(step, case["sample"], case.get("networks"), case.get("config"),
+                                 [check], compile=case.get("compile"))
+    assert set(report) == {check}
+
+
+def test_gan_is_reproducible_across_steps_per_execution(stepkit_conformance):
+    # The gan draws noise, yet a seeded model draws the same noise when steps are grouped.
+    report = stepkit_conformance("gan", _digits_8x8, config={"latent_dim": 8},
+                                 checks=["steps_per_execution"])
+    assert report["steps_per_execution"]["max_diff"] <= 1e-5
+
+
+def test_noise_is_detected_and_deterministic_steps_match_under_xla(stepkit_conformance):
+    case = CASES["supervised"]
+    sup = stepkit_conformance("supervised", case["sample"], case["networks"],
+                              checks=["jit_compile"], compile=case["compile"])["jit_compile"]
+    assert sup["uses_noise"] is False and sup["max_diff"] <= 1e-5
+    gan = stepkit_conformance("gan", _digits_8x8, config={"latent_dim": 8},
+                              checks=["jit_compile"])["jit_compile"]
+    assert gan["uses_noise"] is True and np.isfinite(gan["max_diff"])
+
+
+def test_unknown_check_is_an_error(stepkit_conformance):
+    with pytest.raises(ValueError, match=r"Unknown conformance check\(s\) \['fitt'\].*fit_eager"):
+        stepkit_conformance("supervised", _regression, checks=["fitt"])
+
+
+class _UnweightedMSE:
+    """A plugin whose step tracks its loss with weight 1 per batch: a contract breach."""
+
+    @staticmethod
+    def step_class():
+        from keras import ops
+
+        import stepkit
+
+        class Unweighted(stepkit.Step):
+            name = "conformance-unweighted-mse"
+            tracked = ("mse",)
+
+            def train_step(self, ctx, data):
+                x, y, _ = ctx.unpack(data)
+                net = ctx.networks["network"]
+                mse = ctx.minimize("network", lambda: ops.mean((net(x, training=True) - y) ** 2))
+                ctx.track("mse", mse, 1)  # should be ctx.batch_size(x)
+
+            def test_step(self, ctx, data):
+                x, y, _ = ctx.unpack(data)
+                ctx.track("mse", ops.mean((ctx.networks["network"](x) - y) ** 2), 1)
+
+        return Unweighted
+
+
+def test_kit_catches_epoch_means_not_weighted_by_batch_size(stepkit_conformance):
+    import stepkit
+    from stepkit.testing import ConformanceError
+
+    step_class = _UnweightedMSE.step_class()
+
+    class Plugin:
+        @stepkit.hookimpl
+        def stepkit_register_steps(self, register):
+            register(step_class)
+
+    stepkit.register_plugin(Plugin(), name="conformance-unweighted")
+    stepkit_conformance(step_class.name, _regression, _mlp, checks=["fit"],
+                        compile={"optimizer": "sgd"})
+    with pytest.raises(ConformanceError, match=r"\[epoch_means \(fit\)\].*'mse'.*weighted mean"):
+        stepkit_conformance(step_class.name, _regression, _mlp, checks=["epoch_means"],
+                            compile={"optimizer": "sgd"})
+
+
+_IMPORT_PROBE = (
+    "import sys, stepkit.testing.pytest_plugin, stepkit.testing; "
+    "print(sorted(m for m in sys.modules if m in ('tensorflow', 'keras', "
+    "'stepkit.testing.checks', 'stepkit.testing._harness')))"
+)
+
+
+def _imported_by_plugin():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_pytest_plugin_does_not_load_the_checks_at_import():
+    assert "stepkit.testing" not in _imported_by_plugin()
+
+
+def test_pytest_plugin_does_not_import_tensorflow():
+    assert _imported_by_plugin() == "[]"

@@ -35,6 +35,13 @@ def _local_value(v: Any) -> Any:
     return v
 
 
+def _multi_worker(strategy: Any) -> bool:
+    import tensorflow as tf
+
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
 def _from_spec(v: Any) -> Any:
     if v is None:
         return None
@@ -397,10 +404,18 @@ class StepModel(keras.Model):
     def train_step(self, data: Any) -> dict[str, Any]:
         logs = self._run("train_step", data)
         self._step_counter.assign_add(1)
-        return logs
+        return self._for_reduction(logs)
 
     def test_step(self, data: Any) -> dict[str, Any]:
-        return self._run("test_step", data)
+        return self._for_reduction(self._run("test_step", data))
+
+    def _for_reduction(self, logs: dict[str, Any]) -> dict[str, Any]:
+        # Keras reduces per-step logs across workers with a MEAN over axis 0, which
+        # scalars do not have; metric results are already equal on every replica.
+        if not _multi_worker(self.distribute_strategy):
+            return logs
+        return {k: keras.ops.reshape(v, (1,)) if len(getattr(v, "shape", (0,))) == 0 else v
+                for k, v in logs.items()}
 
     # ------------------------------------------------------------ serialisation
 

@@ -13,6 +13,7 @@ from keras.src.trainers.trainer import Trainer
 from stepkit.config import structure_config, unstructure_config
 from stepkit.errors import StepDefinitionError
 from stepkit.registry import get_step
+from stepkit.resume import with_resume
 from stepkit.rng import StepSeedGenerator
 from stepkit.step import Batch, Step, StepContext
 
@@ -401,7 +402,42 @@ class StepModel(keras.Model):
             )
         return self.get_metrics_result()
 
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        """``keras.Model.fit``; a mid-epoch ``BackupAndRestore`` resumes where it stopped."""
+        if len(args) > 5:
+            args = (*args[:5], with_resume(args[5]), *args[6:])
+        else:
+            kwargs["callbacks"] = with_resume(kwargs.get("callbacks"))
+        return super().fit(*args, **kwargs)
+
+    def _set_resume_skip(self, batches: int) -> None:
+        skip = self.__dict__.get("_skip_batches")
+        if batches <= 0 and skip is None:
+            return
+        if skip is None:
+            import tensorflow as tf
+
+            with self.distribute_strategy.scope():
+                skip = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            object.__setattr__(self, "_skip_batches", skip)  # not a weight: never saved
+        skip.assign(batches)
+        if batches > 0 and not self.__dict__.get("_traced_with_skip"):
+            self.make_train_function(force=True)
+
     def train_step(self, data: Any) -> dict[str, Any]:
+        skip = self.__dict__.get("_skip_batches")
+        if skip is None:
+            return self._train_step(data)
+        object.__setattr__(self, "_traced_with_skip", True)
+
+        def skip_batch():
+            skip.assign_sub(1)
+            return self._for_reduction(self.get_metrics_result())
+
+        return keras.ops.cond(skip > 0, skip_batch, lambda: self._train_step(data))
+
+    def _train_step(self, data: Any) -> dict[str, Any]:
         logs = self._run("train_step", data)
         self._step_counter.assign_add(1)
         return self._for_reduction(logs)

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 LOSS_KINDS = ("keras", "step", "none")
+DATA_KINDS = (None, "images", "labeled-images", "vectors")
 
 # Attributes Keras sets on a model instance (a role of that name would shadow them).
 _RESERVED_ROLES = frozenset({
@@ -107,6 +108,10 @@ class Step:
             step calls (``ctx.loss``), ``"none"`` when the step takes no loss.
         uses_compile_metrics: whether ``compile(metrics=...)`` applies (the step
             calls ``ctx.update_metrics``).
+        data_kind: what ``stepkit fit`` feeds the step: ``"images"``,
+            ``"labeled-images"`` or ``"vectors"`` (None: the command line guesses).
+        generative: whether ``model.predict(z)`` maps latent vectors to samples
+            (``stepkit fit`` then writes sample grids).
     """
 
     name: ClassVar[str] = ""
@@ -117,6 +122,8 @@ class Step:
     tracked: ClassVar[tuple[str, ...]] = ("loss",)
     loss_kind: ClassVar[str] = "none"
     uses_compile_metrics: ClassVar[bool] = False
+    data_kind: ClassVar[str | None] = None
+    generative: ClassVar[bool | None] = None
 
     def __init__(self, config: Any = None) -> None:
         self.config = self.config_class() if config is None else config
@@ -155,6 +162,8 @@ class Step:
                 fail(f"role {role!r} must be an identifier that is not a StepModel attribute.")
         if not isinstance(cls.tracked, tuple) or len(set(cls.tracked)) != len(cls.tracked):
             fail(f"`tracked` must be a tuple of distinct names. Received: {cls.tracked!r}.")
+        if cls.data_kind not in DATA_KINDS:
+            fail(f"`data_kind` must be one of {DATA_KINDS}. Received: {cls.data_kind!r}.")
         if cls.loss_kind not in LOSS_KINDS:
             fail(f"`loss_kind` must be one of {LOSS_KINDS}. Received: {cls.loss_kind!r}.")
         for method in ("train_step", "test_step"):

@@ -57,6 +57,7 @@ class CustomLoss(Step):
     config_class = CustomLossConfig
     roles = ("network",)
     uses_compile_metrics = True
+    data_kind = "labeled-images"
 
     def __init__(self, config=None) -> None:
         super().__init__(config)

@@ -76,6 +76,8 @@ class GAN(Step):
     roles = ("generator", "discriminator")
     tracked = ("d_loss", "g_loss")
     loss_kind = "step"
+    data_kind = "images"
+    generative = True
 
     def default_optimizers(self):
         return {"generator": keras.optimizers.Adam(3e-4),

@@ -21,6 +21,7 @@ class Supervised(Step):
     roles = ("network",)
     loss_kind = "keras"
     uses_compile_metrics = True
+    data_kind = "labeled-images"
 
     def check_data(self, batch: Batch) -> None:
         if batch.y is None:

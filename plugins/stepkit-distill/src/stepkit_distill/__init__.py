@@ -70,6 +70,7 @@ class Distill(stepkit.Step):
     roles = ("student", "teacher")
     optimizer_roles = ("student",)
     tracked = ("loss", "student_loss", "distillation_loss")
+    data_kind = "labeled-images"
     loss_kind = "keras"
     uses_compile_metrics = True
 

@@ -101,6 +101,8 @@ class VAE(stepkit.Step):
     roles = ("encoder", "decoder")
     optimizer_roles = ("vae",)
     tracked = ("loss", "reconstruction_loss", "kl_loss")
+    data_kind = "images"
+    generative = True
 
     def default_optimizers(self):
         return {"vae": keras.optimizers.Adam(1e-3)}

@@ -97,6 +97,8 @@ class WGANGP(stepkit.Step):
     config_class = WGANGPConfig
     roles = ("generator", "critic")
     tracked = ("c_loss", "g_loss", "gp", "w_distance")
+    data_kind = "images"
+    generative = True
     # --8<-- [end:step-class]
 
     # --8<-- [start:defaults]

@@ -216,7 +216,12 @@ class HistoryFiles(keras.callbacks.Callback):
             writer.writeheader()
             writer.writerows(self.records)
         if self.plot and self.records:
-            plot_history(self.records, self.out_dir / "loss.png")
+            try:
+                plot_history(self.records, self.out_dir / "loss.png")
+            except ImportError:
+                self.plot = False
+                print("stepkit: matplotlib is not installed; no loss.png "
+                      "(pip install matplotlib).", file=sys.stderr)
 
 
 def plot_history(records: list[dict[str, Any]], path: str | os.PathLike) -> Path:

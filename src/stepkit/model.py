@@ -10,6 +10,7 @@ import keras
 from keras.src.saving import serialization_lib
 from keras.src.trainers.trainer import Trainer
 
+from stepkit import backend
 from stepkit.config import structure_config, unstructure_config
 from stepkit.errors import StepDefinitionError
 from stepkit.registry import get_step
@@ -17,30 +18,11 @@ from stepkit.resume import with_resume
 from stepkit.rng import StepSeedGenerator
 from stepkit.step import Batch, Step, StepContext
 
-_COMPILE_KEYS = ("loss_weights", "metrics", "weighted_metrics", "run_eagerly",
-                 "steps_per_execution", "jit_compile", "auto_scale_loss")
-
 
 def _symbolic(v: Any) -> Any:
     if v is None:
         return None
     return keras.KerasTensor(tuple(v.shape), keras.backend.standardize_dtype(v.dtype))
-
-
-def _local_value(v: Any) -> Any:
-    """The first local replica's value of a (possibly distributed) batch leaf."""
-    import tensorflow as tf
-
-    if isinstance(v, tf.distribute.DistributedValues):
-        return v.values[0]
-    return v
-
-
-def _multi_worker(strategy: Any) -> bool:
-    import tensorflow as tf
-
-    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.extended._in_multi_worker_mode())
 
 
 def _from_spec(v: Any) -> Any:
@@ -272,7 +254,7 @@ class StepModel(keras.Model):
         for item in iterator:
             it = item[-1]
             batch = it[0] if isinstance(it, list | tuple) else next(it)
-            return keras.tree.map_structure(_local_value, batch)
+            return keras.tree.map_structure(backend.local_value, batch)
         raise ValueError("The data is empty: fit/evaluate received no batch.")
 
     def build_from_data(self, data: Any) -> None:
@@ -415,11 +397,8 @@ class StepModel(keras.Model):
         if batches <= 0 and skip is None:
             return
         if skip is None:
-            import tensorflow as tf
-
             with self.distribute_strategy.scope():
-                skip = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                skip = backend.untracked_counter()
             object.__setattr__(self, "_skip_batches", skip)  # not a weight: never saved
         skip.assign(batches)
         if batches > 0 and not self.__dict__.get("_traced_with_skip"):
@@ -448,7 +427,7 @@ class StepModel(keras.Model):
     def _for_reduction(self, logs: dict[str, Any]) -> dict[str, Any]:
         # Keras reduces per-step logs across workers with a MEAN over axis 0, which
         # scalars do not have; metric results are already equal on every replica.
-        if not _multi_worker(self.distribute_strategy):
+        if not backend.is_multi_worker(self.distribute_strategy):
             return logs
         return {k: keras.ops.reshape(v, (1,)) if len(getattr(v, "shape", (0,))) == 0 else v
                 for k, v in logs.items()}

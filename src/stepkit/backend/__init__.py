@@ -19,17 +19,23 @@ if keras.backend.backend() != "tensorflow":  # pragma: no cover - guarded for th
 from stepkit.backend.tensorflow import (  # noqa: E402
     gradients,
     input_gradients,
+    is_multi_worker,
+    local_value,
     num_replicas,
     replica_id,
     stateless_normal,
     stateless_uniform,
+    untracked_counter,
 )
 
 __all__ = [
     "gradients",
     "input_gradients",
+    "is_multi_worker",
+    "local_value",
     "num_replicas",
     "replica_id",
     "stateless_normal",
     "stateless_uniform",
+    "untracked_counter",
 ]

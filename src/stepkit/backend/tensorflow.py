@@ -21,6 +21,25 @@ def replica_id() -> tf.Tensor:
     return tf.cast(ctx.replica_id_in_sync_group, tf.int32)
 
 
+def local_value(v: Any) -> Any:
+    """The first local replica's value of a (possibly distributed) batch leaf."""
+    if isinstance(v, tf.distribute.DistributedValues):
+        return v.values[0]
+    return v
+
+
+def is_multi_worker(strategy: Any) -> bool:
+    """Whether ``strategy`` spans several worker processes."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
+def untracked_counter() -> tf.Variable:
+    """An int64 counter every replica updates alike, outside Keras' tracking."""
+    return tf.Variable(0, dtype=tf.int64, trainable=False,
+                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+
 def gradients(
     loss_fn: Callable[[], Any], variables: Sequence[Any], transform: Callable[[Any], Any]
 ) -> tuple[list[Any], Any]:

@@ -414,7 +414,7 @@ class StepModel(keras.Model):
             skip.assign_sub(1)
             return self._for_reduction(self.get_metrics_result())
 
-        return keras.ops.cond(skip > 0, skip_batch, lambda: self._train_step(data))
+        return backend.cond(skip > 0, skip_batch, lambda: self._train_step(data))
 
     def _train_step(self, data: Any) -> dict[str, Any]:
         logs = self._run("train_step", data)

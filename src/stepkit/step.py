@@ -372,8 +372,11 @@ class StepContext:
         return self.model._step_state
 
     def cond(self, pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
-        """``ops.cond``: use it for schedules, which run inside a compiled graph."""
-        return ops.cond(pred, true_fn, false_fn)
+        """``ops.cond``: use it for schedules, which run inside a compiled graph.
+
+        Branches may call ``ctx.minimize``, also under ``MirroredStrategy``.
+        """
+        return backend.cond(pred, true_fn, false_fn)
 
     @staticmethod
     def fail_on_sample_weight(step: Step, batch: Batch) -> None:

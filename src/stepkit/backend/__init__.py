@@ -17,6 +17,7 @@ if keras.backend.backend() != "tensorflow":  # pragma: no cover - guarded for th
     )
 
 from stepkit.backend.tensorflow import (  # noqa: E402
+    cond,
     gradients,
     input_gradients,
     is_multi_worker,
@@ -29,6 +30,7 @@ from stepkit.backend.tensorflow import (  # noqa: E402
 )
 
 __all__ = [
+    "cond",
     "gradients",
     "input_gradients",
     "is_multi_worker",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -67,7 +68,9 @@ def input_gradients(fn: Callable[[Any], Any], inputs: Any) -> Any:
     return tape.gradient(out, inputs)
 
 
-# Philox gives the same numbers with and without XLA (the default algorithm does not).
+# Philox gives the same *bits* with and without XLA, but XLA turns them into floats
+# differently from the CPU kernels (TF 2.21: stateless_uniform/normal with alg="philox"
+# differ under jit_compile for every seed). So draw uint32 bits and convert them here.
 _ALG = "philox"
 
 
@@ -75,13 +78,56 @@ def _seed(seed: Any) -> tf.Tensor:
     return tf.cast(seed, tf.int64)
 
 
+def _bits(shape: Any, seed: Any) -> tf.Tensor:
+    return tf.random.stateless_uniform(shape, seed=_seed(seed), minval=None, maxval=None,
+                                       dtype=tf.uint32, alg=_ALG)
+
+
+def _unit(bits: tf.Tensor) -> tf.Tensor:
+    """Floats in [0, 1) from the top 24 bits: exact in float32, the same under XLA."""
+    return tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * (2.0 ** -24)
+
+
 def stateless_normal(shape: Any, seed: Any, dtype: str = "float32", mean: float = 0.0,
                      stddev: float = 1.0) -> tf.Tensor:
-    return tf.random.stateless_normal(shape, seed=_seed(seed), mean=mean, stddev=stddev,
-                                      dtype=dtype, alg=_ALG)
+    """Box-Muller on two Philox streams; equal with and without XLA up to float rounding."""
+    shape = tf.cast(tf.convert_to_tensor(shape), tf.int32)
+    bits = _bits(tf.concat([[2], shape], 0), seed)
+    radius = tf.sqrt(-2.0 * tf.math.log(1.0 - _unit(bits[0])))  # 1 - u is in (0, 1]
+    z = radius * tf.cos((2.0 * math.pi) * _unit(bits[1]))
+    return tf.cast(mean + stddev * z, dtype)
 
 
 def stateless_uniform(shape: Any, seed: Any, dtype: str = "float32", minval: float = 0.0,
                       maxval: float = 1.0) -> tf.Tensor:
-    return tf.random.stateless_uniform(shape, seed=_seed(seed), minval=minval, maxval=maxval,
-                                       dtype=dtype, alg=_ALG)
+    return tf.cast(minval + (maxval - minval) * _unit(_bits(shape, seed)), dtype)
+
+
+def cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
+    """``tf.cond`` whose branches may update optimizers under MirroredStrategy.
+
+    An optimizer update inside a replica calls ``merge_call``, which MirroredStrategy
+    refuses inside a ``tf.cond`` branch. So, with several replicas, go to the
+    cross-replica context, branch there on the first replica's ``pred`` (a schedule on
+    ``ctx.iterations``, the same on every replica), and run each replica's own branch
+    function in the branch, as Keras' LossScaleOptimizer does for its finite check.
+    """
+    replica = tf.distribute.get_replica_context()
+    if (replica is None or tf.distribute.get_strategy().num_replicas_in_sync == 1
+            or tf.__internal__.distribute.strategy_supports_no_merge_call()):
+        return tf.cond(pred, true_fn, false_fn)
+    from tensorflow.python.distribute import values as values_lib
+
+    def cross_replica(strategy, pred, true_fns, false_fns):
+        def branch(fns):
+            def run():
+                out = strategy.extended.call_for_each_replica(lambda fn: fn(), args=(fns,))
+                return tuple(strategy.experimental_local_results(out))
+
+            return run
+
+        first = strategy.experimental_local_results(pred)[0]
+        per_replica = tf.cond(first, branch(true_fns), branch(false_fns))
+        return tf.nest.map_structure(lambda *v: values_lib.PerReplica(v), *per_replica)
+
+    return replica.merge_call(cross_replica, args=(pred, true_fn, false_fn))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -123,6 +124,19 @@ class Case:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def as_check(fn: Callable[[Case], dict]) -> Callable[..., dict]:
+    """A check ``fn(case)`` as ``check(step, sample, *, networks, config, compile)``."""
+
+    @functools.wraps(fn)
+    def run(step: str, sample: Any, *, networks: Any = None, config: Any = None,
+            compile: Any = None, **kw: Any) -> dict:
+        return fn(Case.make(step, sample, networks, config, compile, **kw))
+
+    run.case_fn = fn
+    return run
+
 
 
 def fail(check: str, case: Case, message: str) -> None:

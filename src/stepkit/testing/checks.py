@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -33,31 +32,24 @@ from stepkit.config import structure_config, unstructure_config
 from stepkit.testing._harness import (
     Case,
     ConformanceError,
+    as_check,
     check_finite,
     compare_histories,
     expected_names,
     fail,
-    global_policy,
     iterations,
-    max_diff,
-    role_variables,
-    uses_noise,
 )
+from stepkit.testing.execution import (
+    check_jit_compile,
+    check_mixed_precision,
+    check_steps_per_execution,
+)
+from stepkit.testing.replicas import check_replicas
 
 __all__ = ["ALL_CHECKS", "REPLICA_CHECKS", "ConformanceError"]
 
 
-def _check(fn: Callable[[Case], dict]) -> Callable[..., dict]:
-    @functools.wraps(fn)
-    def run(step: str, sample: Any, *, networks: Any = None, config: Any = None,
-            compile: Any = None, **kw: Any) -> dict:
-        return fn(Case.make(step, sample, networks, config, compile, **kw))
-
-    run.case_fn = fn
-    return run
-
-
-@_check
+@as_check
 def check_fit(case: Case) -> dict:
     """fit() in graph mode: history holds exactly the tracked names, finite, one per epoch."""
     model = case.model()
@@ -71,7 +63,7 @@ def check_fit(case: Case) -> dict:
     return {"history": history}
 
 
-@_check
+@as_check
 def check_fit_eager(case: Case) -> dict:
     """fit(run_eagerly=True) runs, is finite, and matches graph mode to 1e-4."""
     eager = case.fit(case.model(run_eagerly=True))
@@ -80,7 +72,7 @@ def check_fit_eager(case: Case) -> dict:
     return {"max_diff": compare_histories("fit_eager", case, eager, graph, tol=1e-4)}
 
 
-@_check
+@as_check
 def check_evaluate(case: Case) -> dict:
     """evaluate() returns the step's tracked names (plus compile metrics), finite."""
     model = case.model()
@@ -94,7 +86,7 @@ def check_evaluate(case: Case) -> dict:
     return {"logs": logs}
 
 
-@_check
+@as_check
 def check_predict(case: Case) -> dict:
     """predict() gives one finite output per input row, equal to model(x)."""
     model = case.model()
@@ -113,7 +105,7 @@ def check_predict(case: Case) -> dict:
     return {"shapes": [tuple(o.shape) for o in keras.tree.flatten(out)]}
 
 
-@_check
+@as_check
 def check_epoch_means(case: Case) -> dict:
     """fit/evaluate logs are batch-size-weighted means of the per-batch values.
 
@@ -129,7 +121,7 @@ def check_epoch_means(case: Case) -> dict:
         sizes.append(n)
     _compare_means("epoch_means (fit)", case, fit_logs, per_batch, sizes)
 
-    state = _np(epoch_model._seed_generator.state)
+    state = keras.ops.convert_to_numpy(epoch_model._seed_generator.state)
     eval_logs = epoch_model.evaluate(s.x, s.y, batch_size=s.batch_size, verbose=0,
                                      return_dict=True)
     epoch_model._seed_generator.state.assign(state)
@@ -150,7 +142,7 @@ def _compare_means(check: str, case: Case, logs: dict, per_batch: list[dict],
                               f"per-batch values {values.tolist()} is {mean}{last}.")
 
 
-@_check
+@as_check
 def check_config_roundtrip(case: Case) -> dict:
     """The config survives get_config/from_config and JSON (unstructure/structure)."""
     model = case.model()
@@ -196,7 +188,7 @@ print("STEPKIT-LOAD-OK")
 """
 
 
-@_check
+@as_check
 def check_save_load(case: Case) -> dict:
     """Save to ``.keras``; a fresh interpreter's ``stepkit.load_model`` restores it all.
 
@@ -229,81 +221,6 @@ def check_save_load(case: Case) -> dict:
     return {"iterations": meta["iterations"]}
 
 
-def _random_or_equal(check: str, case: Case, other: dict, reference: dict, noisy: bool) -> dict:
-    check_finite(check, case, other)
-    if set(other) != set(reference):
-        fail(check, case, f"history keys differ: {sorted(other)} vs {sorted(reference)}.")
-    diff = max_diff(other, reference)
-    if not noisy:
-        compare_histories(check, case, other, reference)
-    return {"max_diff": diff, "uses_noise": noisy}
-
-
-@_check
-def check_jit_compile(case: Case) -> dict:
-    """jit_compile=True (XLA) equals the default run to 1e-5; for noisy steps, finite."""
-    model = case.model(jit_compile=False)
-    holder = {}
-    noisy = uses_noise(model, lambda: holder.update(case.fit(model)))
-    jit = case.fit(case.model(jit_compile=True))
-    return _random_or_equal("jit_compile", case, jit, holder, noisy)
-
-
-@_check
-def check_steps_per_execution(case: Case) -> dict:
-    """steps_per_execution=3 gives the same history as the default run (1e-5)."""
-    reference = case.fit(case.model())
-    grouped = case.fit(case.model(steps_per_execution=3))
-    check_finite("steps_per_execution", case, grouped)
-    return {"max_diff": compare_histories("steps_per_execution", case, grouped, reference)}
-
-
-def _np(v: Any) -> np.ndarray:
-    return keras.ops.convert_to_numpy(v)
-
-
-def _first_updates(case: Case, limit: int = 32) -> tuple[dict, dict, int]:
-    """Train on the first batch until every optimizer stepped; per-role update norms."""
-    model = case.model()
-    xb, yb, _ = next(case.sample.batches())
-    before = {r: [_np(v) for v in vs] for r, vs in role_variables(model).items()}
-    steps = 0
-    while steps < limit and min(iterations(model).values()) < 1:
-        model.train_on_batch(xb, yb)
-        steps += 1
-    moved = {r: float(np.sqrt(sum(np.sum((_np(v).astype(np.float64) - b) ** 2)
-                                  for v, b in zip(vs, before[r], strict=True))))
-             for r, vs in role_variables(model).items()}
-    return moved, dict(model.optimizers), steps
-
-
-@_check
-def check_mixed_precision(case: Case) -> dict:
-    """mixed_float16: every optimizer is a LossScaleOptimizer; updates match float32's.
-
-    Both runs train until each optimizer has stepped once; each role's update
-    norm under mixed precision must be 0.5..2 times float32's.
-    """
-    with global_policy("mixed_float16"):
-        mixed, optimizers, steps = _first_updates(case)
-    wrong = {r: type(o).__name__ for r, o in optimizers.items()
-             if not isinstance(o, keras.optimizers.LossScaleOptimizer)}
-    if wrong:
-        fail("mixed_precision", case, f"optimizer(s) not wrapped in LossScaleOptimizer: {wrong}.")
-    with global_policy("float32"):
-        plain, _, plain_steps = _first_updates(case)
-    ratios = {}
-    for role, norm in plain.items():
-        if norm == 0 or mixed[role] == 0:
-            fail("mixed_precision", case, f"role {role!r} did not move (float32 update "
-                                          f"{plain[role]}, mixed_float16 update {mixed[role]}).")
-        ratios[role] = mixed[role] / norm
-        if not 0.5 <= ratios[role] <= 2.0:
-            fail("mixed_precision", case, f"role {role!r}: mixed_float16 update is "
-                                          f"{ratios[role]:.3g} x float32's (want 0.5..2).")
-    return {"ratios": ratios, "steps": (steps, plain_steps)}
-
-
 ALL_CHECKS: dict[str, Callable[..., dict]] = {
     "fit": check_fit,
     "fit_eager": check_fit_eager,
@@ -317,10 +234,9 @@ ALL_CHECKS: dict[str, Callable[..., dict]] = {
     "mixed_precision": check_mixed_precision,
 }
 
-# Replica checks (tf.distribute.MirroredStrategy) belong here, as more entries of
-# the same shape: ``name -> check(step, sample, *, networks, config, compile)``.
-# run_conformance() includes them in its default set once they exist.
-REPLICA_CHECKS: dict[str, Callable[..., dict]] = {}
+# Checks that run the step under tf.distribute (in a child process, see
+# stepkit.testing.replicas); run_conformance() includes them by default.
+REPLICA_CHECKS: dict[str, Callable[..., dict]] = {"replicas": check_replicas}
 
 
 def run_conformance(step: str, sample: Any, networks: Any = None, config: Any = None,
@@ -341,4 +257,4 @@ def run_conformance(step: str, sample: Any, networks: Any = None, config: Any = 
     return {name: available[name].case_fn(case) for name in names}
 
 
-__all__ += ["run_conformance", *[f.__name__ for f in ALL_CHECKS.values()]]
+__all__ += ["run_conformance", *[f.__name__ for f in {**ALL_CHECKS, **REPLICA_CHECKS}.values()]]

@@ -1,18 +1,113 @@
 """pytest plugin of the stepkit conformance kit (entry point ``pytest11: stepkit``).
 
 It offers the ``stepkit_conformance`` fixture: :func:`stepkit.testing.run_conformance`,
-with Keras' global dtype policy restored after the test. Importing this module
-does not import TensorFlow; the checks import it when they run.
+with Keras' global dtype policy restored after the test; and the option
+``--stepkit-step NAME`` (repeatable), which adds one test per conformance check
+of the installed step ``NAME`` on a generic sample (see
+:mod:`stepkit.testing.generic`); ``--stepkit-checks fit,replicas`` picks the
+checks. Importing this module does not import TensorFlow; the checks import it
+when they run.
 
 Example::
 
     def test_my_step(stepkit_conformance):
         stepkit_conformance("my-step", sample=(x, y), checks=["fit", "save_load"])
+
+    # or, with no test file at all:
+    #   pytest --stepkit-step wgan-gp --stepkit-checks fit,replicas
 """
 
 from __future__ import annotations
 
 import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("stepkit", "stepkit conformance kit")
+    group.addoption("--stepkit-step", action="append", default=[], metavar="NAME",
+                    help="run the stepkit conformance checks on the installed step NAME, "
+                         "with a generic sample and the step's default networks (repeatable).")
+    group.addoption("--stepkit-checks", default=None, metavar="NAMES",
+                    help="comma-separated conformance checks for --stepkit-step "
+                         "(default: all).")
+
+
+def _checks(config: pytest.Config) -> list[str]:
+    from stepkit.testing import CHECK_NAMES
+
+    raw = config.getoption("--stepkit-checks")
+    if raw is None:
+        return list(CHECK_NAMES)
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CHECK_NAMES]
+    if unknown or not names:
+        raise pytest.UsageError(f"--stepkit-checks: unknown check(s) {unknown} in {raw!r}. "
+                                f"Valid checks: {', '.join(CHECK_NAMES)}.")
+    return names
+
+
+_CASES: dict[str, object] = {}  # step -> its generic case, or why it has none
+
+
+class StepCheckItem(pytest.Item):
+    """One conformance check of one installed step, on the generic sample."""
+
+    def __init__(self, *, step: str, check: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.step, self.check = step, check
+
+    def runtest(self) -> None:
+        from stepkit.testing import run_conformance
+        from stepkit.testing.generic import NeedsNetworks, generic_case
+
+        if self.step not in _CASES:
+            try:
+                _CASES[self.step] = generic_case(self.step)
+            except NeedsNetworks as exc:
+                _CASES[self.step] = exc
+        case = _CASES[self.step]
+        if isinstance(case, NeedsNetworks):
+            pytest.skip(str(case))
+        try:
+            run_conformance(self.step, case["sample"], checks=[self.check])
+        finally:
+            _restore_policy()
+
+    def repr_failure(self, excinfo, style=None):
+        from stepkit.testing import ConformanceError
+
+        if isinstance(excinfo.value, ConformanceError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.path, None, f"stepkit conformance: {self.step} {self.check}"
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    steps = config.getoption("--stepkit-step")
+    if not steps:
+        return
+    import stepkit
+
+    available = {info.name for info in stepkit.list_steps()}
+    unknown = [s for s in steps if s not in available]
+    if unknown:
+        raise pytest.UsageError(f"--stepkit-step: no installed step named {unknown}. "
+                                f"Installed steps: {', '.join(sorted(available))}.")
+    for step in dict.fromkeys(steps):
+        for check in _checks(config):
+            items.append(StepCheckItem.from_parent(session, name=f"stepkit[{step}]::{check}",
+                                                   step=step, check=check))
+
+
+def _restore_policy() -> None:
+    import sys
+
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.fixture
@@ -21,8 +116,4 @@ def stepkit_conformance():
     from stepkit.testing import run_conformance
 
     yield run_conformance
-    import sys
-
-    keras = sys.modules.get("keras")
-    if keras is not None:
-        keras.mixed_precision.set_global_policy("float32")
+    _restore_policy()

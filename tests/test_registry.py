@@ -161,3 +161,14 @@ def test_bad_step_definitions_are_rejected(attrs, message):
         registry.register_plugin(Plugin(), name="bad")
     with pytest.raises(StepDefinitionError, match=message):
         cls.check_definition()
+
+
+def test_builtin_step_lookup_imports_no_plugin(site):
+    proc = run(site, """
+        import sys, stepkit
+        stepkit.get_step("gan")
+        print(sorted(m for m in sys.modules if m.startswith("stepkit_")))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert "failed to load" not in proc.stderr

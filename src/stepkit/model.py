@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -241,16 +242,23 @@ class StepModel(keras.Model):
         # Keras calls this before fit/evaluate/train_on_batch. stepkit always builds
         # here, eagerly and in the strategy scope, from the local replica's batch.
         if data_batch is None:
-            if self.built and iterator is self._checked_iterator:
+            checked = self._checked_iterator
+            if self.built and checked is not None and checked() is iterator:
                 return
             data_batch = self._first_batch(iterator)
-            self._checked_iterator = iterator
+            # weakly: holding the last fit's iterator keeps its buffers alive
+            self._checked_iterator = weakref.ref(iterator)
         batch = Batch.from_data(keras.tree.map_structure(_symbolic, data_batch))
         with self.distribute_strategy.scope():
             self._prepare(batch)
 
     @staticmethod
     def _first_batch(iterator: Any) -> Any:
+        # Keras' epoch iterator holds its dataset, whose element spec has every shape
+        # and dtype needed: no iterator is created and no batch read on each fit().
+        spec = backend.dataset_spec(getattr(iterator, "_distributed_dataset", None))
+        if spec is not None:
+            return spec
         for item in iterator:
             it = item[-1]
             batch = it[0] if isinstance(it, list | tuple) else next(it)

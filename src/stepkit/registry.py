@@ -74,6 +74,14 @@ def _dist_of(ep: metadata.EntryPoint) -> tuple[str | None, str | None]:
     return dist.metadata["Name"], dist.version
 
 
+def _is_builtin(ep: metadata.EntryPoint) -> bool:
+    """Whether ``ep`` is stepkit's own entry point (installed, or from a source tree)."""
+    dist, _ = _dist_of(ep)
+    if dist is None:
+        return ep.value == "stepkit.steps"
+    return _normalise(dist) == BUILTIN_DISTRIBUTION
+
+
 def _normalise(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
@@ -113,7 +121,7 @@ class StepRegistry:
             if key in seen:
                 continue
             seen.add(key)
-            builtin = dist is not None and _normalise(dist) == BUILTIN_DISTRIBUTION
+            builtin = _is_builtin(ep)
             has_builtin = has_builtin or builtin
             if builtin or self._wanted(ep.name, dist):
                 chosen.append(ep)
@@ -196,7 +204,11 @@ class StepRegistry:
     def get(self, name: str) -> type:
         with self._lock:
             if name not in self._steps and name not in self._conflicts:
-                for ep in [e for e in self._pending if e.name == name]:
+                # stepkit's own steps first (its entry point is named "builtin"), then
+                # the entry points named after the step; everything else only if needed.
+                own = [e for e in self._pending if _is_builtin(e)]
+                named = [e for e in self._pending if e.name == name and not _is_builtin(e)]
+                for ep in own + named:
                     self._load(ep)
             if name not in self._steps and not self._all_loaded:
                 self.load_all()

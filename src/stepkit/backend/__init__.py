@@ -18,6 +18,7 @@ if keras.backend.backend() != "tensorflow":  # pragma: no cover - guarded for th
 
 from stepkit.backend.tensorflow import (  # noqa: E402
     cond,
+    dataset_spec,
     gradients,
     input_gradients,
     is_multi_worker,
@@ -31,6 +32,7 @@ from stepkit.backend.tensorflow import (  # noqa: E402
 
 __all__ = [
     "cond",
+    "dataset_spec",
     "gradients",
     "input_gradients",
     "is_multi_worker",

@@ -29,6 +29,14 @@ def local_value(v: Any) -> Any:
     return v
 
 
+def dataset_spec(dataset: Any) -> Any:
+    """The element spec of ``dataset`` when it is plain tensors, else None."""
+    spec = getattr(dataset, "element_spec", None)
+    if spec is None or not all(isinstance(s, tf.TensorSpec) for s in tf.nest.flatten(spec)):
+        return None
+    return spec
+
+
 def is_multi_worker(strategy: Any) -> bool:
     """Whether ``strategy`` spans several worker processes."""
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)

@@ -54,6 +54,20 @@ def test_builtin_step_conforms(stepkit_conformance, step, check):
         else:  # deterministic: the same numbers
             assert replicas["max_diff"] <= 1e-5 and replicas["weights_max_diff"] <= 1e-5
             assert replicas["iterations"] == {"network": 6}
+    if check == "resume":  # killed after batch 1 of epoch 3 (3 batches an epoch), backup at 8
+        resume = report["resume"]
+        roles = ["generator", "discriminator"] if step == "gan" else ["network"]
+        assert resume["uses_noise"] is (step == "gan")
+        assert resume["resumed_from_iterations"] == dict.fromkeys(roles, 8)
+        assert resume["iterations"] == dict.fromkeys(roles, 15)
+        assert resume["weights_max_diff"] <= 1e-6
+    if check == "multiworker":  # 2 workers: identical weights; deterministic steps as 1 process
+        mw = report["multiworker"]
+        roles = ["generator", "discriminator"] if step == "gan" else ["network"]
+        assert mw["uses_noise"] is (step == "gan")
+        assert mw["iterations"] == dict.fromkeys(roles, 6)
+        if step != "gan":
+            assert mw["max_diff"] <= 1e-5 and mw["weights_max_diff"] <= 1e-5
 
 
 def test_gan_is_reproducible_across_steps_per_execution(stepkit_conformance):
@@ -204,4 +218,37 @@ def test_replicas_check_names_a_step_class_the_child_cannot_import(stepkit_confo
     with pytest.raises(ConformanceError, match=r"registered by hand from .*<locals>.*module "
                                                "level"):
         stepkit_conformance(step_class.name, _regression, _mlp, checks=["replicas"],
+                            compile={"optimizer": "sgd"})
+
+
+class UnseededNoiseMSE(stepkit.Step):
+    """Draws input noise from ``keras.random`` without the model's seed generator.
+
+    Its noise stream is not a model variable, so a backup cannot restore it: a run
+    resumed in a new process draws other noise than an uninterrupted one. Module
+    level, so that the resume check's child processes can import it.
+    """
+
+    name = "conformance-unseeded-noise"
+    tracked = ("mse",)
+
+    def train_step(self, ctx, data):
+        x, y, _ = ctx.unpack(data)
+        net = ctx.networks["network"]
+        noisy = x + 0.1 * keras.random.normal(ops.shape(x))  # should be ctx.normal
+        mse = ctx.minimize("network", lambda: ops.mean((net(noisy, training=True) - y) ** 2))
+        ctx.track("mse", mse, ctx.batch_size(x))
+
+    def test_step(self, ctx, data):
+        x, y, _ = ctx.unpack(data)
+        ctx.track("mse", ops.mean((ctx.networks["network"](x) - y) ** 2), ctx.batch_size(x))
+
+
+def test_kit_catches_noise_that_a_resumed_run_cannot_restore(stepkit_conformance):
+    from stepkit.testing import ConformanceError
+
+    _register(UnseededNoiseMSE)
+    with pytest.raises(ConformanceError, match=r"\[resume\].*weight \d+ .* after resuming "
+                                               r"differs.*keras\.random"):
+        stepkit_conformance(UnseededNoiseMSE.name, _regression, _mlp, checks=["resume"],
                             compile={"optimizer": "sgd"})

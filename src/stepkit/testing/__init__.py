@@ -9,8 +9,13 @@ In a step package's tests, three lines run every check as its own pytest test::
 ``make_sample`` returns a :class:`Sample` (or ``x`` or ``(x, y)``); pass
 ``networks=`` (a callable giving fresh networks), ``config=`` and ``compile=``
 (a dict or a callable giving ``compile()`` arguments) where the step needs them.
-The checks include ``replicas``: the step under ``MirroredStrategy`` over 2
-logical CPU devices, in a child process (:mod:`stepkit.testing.replicas`). The
+The checks include three that run in child processes: ``replicas``, the step
+under ``MirroredStrategy`` over 2 logical CPU devices
+(:mod:`stepkit.testing.replicas`); ``resume``, a fit killed with SIGKILL
+mid-epoch and resumed with ``BackupAndRestore`` against an uninterrupted one
+(:mod:`stepkit.testing.resume`); and ``multiworker``, 2 workers under
+``MultiWorkerMirroredStrategy`` started by ``stepkit.launch``
+(:mod:`stepkit.testing.multiworker`). The
 pytest plugin also offers the ``stepkit_conformance`` fixture, which is
 :func:`run_conformance`, and ``pytest --stepkit-step NAME``, which checks an
 installed step on a generic sample. Importing this package does not import
@@ -29,7 +34,8 @@ __all__ = ["CHECK_NAMES", "ConformanceError", "Sample", "conformance_tests", "ru
 # The names of stepkit.testing.checks.ALL_CHECKS and REPLICA_CHECKS, kept here so that collecting
 # tests does not import TensorFlow.
 CHECK_NAMES = ("fit", "fit_eager", "evaluate", "predict", "epoch_means", "config_roundtrip",
-               "save_load", "jit_compile", "steps_per_execution", "mixed_precision", "replicas")
+               "save_load", "jit_compile", "steps_per_execution", "mixed_precision", "replicas",
+               "resume", "multiworker")
 
 
 def __getattr__(name: str) -> Any:

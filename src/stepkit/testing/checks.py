@@ -44,7 +44,9 @@ from stepkit.testing.execution import (
     check_mixed_precision,
     check_steps_per_execution,
 )
+from stepkit.testing.multiworker import check_multiworker
 from stepkit.testing.replicas import check_replicas
+from stepkit.testing.resume import check_resume
 
 __all__ = ["ALL_CHECKS", "REPLICA_CHECKS", "ConformanceError"]
 
@@ -234,9 +236,12 @@ ALL_CHECKS: dict[str, Callable[..., dict]] = {
     "mixed_precision": check_mixed_precision,
 }
 
-# Checks that run the step under tf.distribute (in a child process, see
-# stepkit.testing.replicas); run_conformance() includes them by default.
-REPLICA_CHECKS: dict[str, Callable[..., dict]] = {"replicas": check_replicas}
+# Checks that run the step in child processes: under tf.distribute (stepkit.testing.replicas,
+# stepkit.testing.multiworker) and killed mid-fit then resumed (stepkit.testing.resume);
+# run_conformance() includes them by default.
+REPLICA_CHECKS: dict[str, Callable[..., dict]] = {"replicas": check_replicas,
+                                                  "resume": check_resume,
+                                                  "multiworker": check_multiworker}
 
 
 def run_conformance(step: str, sample: Any, networks: Any = None, config: Any = None,

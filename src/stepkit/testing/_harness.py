@@ -198,3 +198,21 @@ def global_policy(name: str) -> Iterator[None]:
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def step_class_path(case: Case, check: str) -> str | None:
+    """``module:qualname`` of a hand-registered step, for a child process; else None.
+
+    Installed steps are found by the child through their entry points. A class
+    defined in ``__main__`` or inside a function cannot be imported there:
+    ``check`` fails with a message saying so.
+    """
+    info = next((i for i in stepkit.list_steps() if i.name == case.step), None)
+    if info is None or info.distribution is not None:
+        return None
+    cls = info.step_class
+    if "<locals>" in cls.__qualname__ or cls.__module__ == "__main__":
+        fail(check, case, f"the step was registered by hand from {cls.__module__}."
+                          f"{cls.__qualname__}, which a child process cannot import. "
+                          "Define the step class at module level, or install its plugin.")
+    return f"{cls.__module__}:{cls.__qualname__}"

@@ -7,7 +7,6 @@ strategy). ``WORKDIR`` holds ``model.keras`` and ``sample.pkl``; worker ``N``
 writes ``WORKDIR/RUN<N>.npz`` (weights) and ``WORKDIR/RUN<N>.json``.
 """
 
-import importlib
 import json
 import os
 import pickle
@@ -19,21 +18,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import stepkit  # noqa: E402
-
-
-def _register(class_path: str) -> None:
-    """Import a hand-registered step class (``module:qualname``) and register it here too."""
-    module, _, qualname = class_path.partition(":")
-    step_class = importlib.import_module(module)
-    for part in qualname.split("."):
-        step_class = getattr(step_class, part)
-
-    class Plugin:
-        @stepkit.hookimpl
-        def stepkit_register_steps(self, register):
-            register(step_class)
-
-    stepkit.register_plugin(Plugin(), name=f"conformance-child:{class_path}")
+from stepkit.testing._child import register_class_path  # noqa: E402
 
 
 def main(workdir: str, run: str) -> None:
@@ -41,7 +26,7 @@ def main(workdir: str, run: str) -> None:
     with open(os.path.join(workdir, "sample.pkl"), "rb") as f:
         sample = pickle.load(f)
     if sample["step_class"]:
-        _register(sample["step_class"])
+        register_class_path(sample["step_class"])
     if "TF_CONFIG" in os.environ:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:

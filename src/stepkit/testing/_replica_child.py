@@ -6,7 +6,6 @@ results go to ``WORKDIR/result.json``. Logical devices must be configured before
 TensorFlow initialises, so this module does that before importing stepkit.
 """
 
-import importlib
 import json
 import os
 import pickle
@@ -23,6 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import stepkit  # noqa: E402
+from stepkit.testing._child import register_class_path  # noqa: E402
 
 
 def _train(path: str, sample: dict, strategy, weights: str, reseed: bool = False) -> dict:
@@ -42,27 +42,12 @@ def _train(path: str, sample: dict, strategy, weights: str, reseed: bool = False
     }
 
 
-def _register(class_path: str) -> None:
-    """Import a hand-registered step class (``module:qualname``) and register it here too."""
-    module, _, qualname = class_path.partition(":")
-    step_class = importlib.import_module(module)
-    for part in qualname.split("."):
-        step_class = getattr(step_class, part)
-
-    class Plugin:
-        @stepkit.hookimpl
-        def stepkit_register_steps(self, register):
-            register(step_class)
-
-    stepkit.register_plugin(Plugin(), name=f"conformance-child:{class_path}")
-
-
 def main(workdir: str) -> None:
     path = os.path.join(workdir, "model.keras")
     with open(os.path.join(workdir, "sample.pkl"), "rb") as f:
         sample = pickle.load(f)
     if sample["step_class"]:
-        _register(sample["step_class"])
+        register_class_path(sample["step_class"])
     one = tf.distribute.OneDeviceStrategy("/cpu:0")
     two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     out = {"replicas": two.num_replicas_in_sync}

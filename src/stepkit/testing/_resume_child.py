@@ -14,7 +14,6 @@ Each finished run writes ``WORKDIR/RUN.npz`` (the weights) and ``WORKDIR/RUN.jso
 ``iterations`` when training started, after any restore).
 """
 
-import importlib
 import json
 import os
 import pickle
@@ -27,6 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import stepkit  # noqa: E402
+from stepkit.testing._child import register_class_path  # noqa: E402
 
 #: The epoch index and batch after which the victim stalls (the middle of epoch 3 of 5).
 STALL_EPOCH, STALL_BATCH = 2, 1
@@ -59,26 +59,11 @@ class _Start(keras.callbacks.Callback):
                            for r, o in self.model.optimizers.items()}
 
 
-def _register(class_path: str) -> None:
-    """Import a hand-registered step class (``module:qualname``) and register it here too."""
-    module, _, qualname = class_path.partition(":")
-    step_class = importlib.import_module(module)
-    for part in qualname.split("."):
-        step_class = getattr(step_class, part)
-
-    class Plugin:
-        @stepkit.hookimpl
-        def stepkit_register_steps(self, register):
-            register(step_class)
-
-    stepkit.register_plugin(Plugin(), name=f"conformance-child:{class_path}")
-
-
 def main(workdir: str, run: str) -> None:
     with open(os.path.join(workdir, "sample.pkl"), "rb") as f:
         sample = pickle.load(f)
     if sample["step_class"]:
-        _register(sample["step_class"])
+        register_class_path(sample["step_class"])
     model = stepkit.load_model(os.path.join(workdir, "model.keras"))
     backup = os.path.join(workdir, "backup")
     start = _Start()

@@ -30,8 +30,15 @@ import keras
 import numpy as np
 
 from stepkit.testing import _multiworker_child
-from stepkit.testing._harness import Case, as_check, check_finite, compare_histories, fail
-from stepkit.testing.resume import _env, _step_class_path
+from stepkit.testing._harness import (
+    Case,
+    as_check,
+    check_finite,
+    compare_histories,
+    fail,
+    step_class_path,
+)
+from stepkit.testing.resume import _env
 
 __all__ = ["TIMEOUT_S", "check_multiworker"]
 
@@ -63,7 +70,7 @@ def _run(case: Case, tmp: str, run: str, cmd: list[str], what: str, n: int) -> l
 @as_check
 def check_multiworker(case: Case) -> dict:
     """2 workers (MultiWorkerMirroredStrategy) against one process; see the module."""
-    step_class = _step_class_path(case)
+    step_class = step_class_path(case, "multiworker")
     model = case.model()
     s = case.sample
     sample = {"x": keras.tree.map_structure(np.asarray, s.x),

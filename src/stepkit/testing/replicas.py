@@ -42,8 +42,15 @@ import tempfile
 import keras
 import numpy as np
 
-import stepkit
-from stepkit.testing._harness import Case, as_check, check_finite, compare_histories, fail, max_diff
+from stepkit.testing._harness import (
+    Case,
+    as_check,
+    check_finite,
+    compare_histories,
+    fail,
+    max_diff,
+    step_class_path,
+)
 
 __all__ = ["RTOL_NOISY", "check_replicas"]
 
@@ -52,21 +59,8 @@ RTOL_NOISY = 0.35
 _TOL = 1e-5
 
 
-def _step_class_path(case: Case) -> str | None:
-    """``module:qualname`` of a hand-registered step, for the child to import; else None."""
-    info = next((i for i in stepkit.list_steps() if i.name == case.step), None)
-    if info is None or info.distribution is not None:
-        return None
-    cls = info.step_class
-    if "<locals>" in cls.__qualname__ or cls.__module__ == "__main__":
-        fail("replicas", case, f"the step was registered by hand from {cls.__module__}."
-                               f"{cls.__qualname__}, which a child process cannot import. "
-                               "Define the step class at module level, or install its plugin.")
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
 def _run_child(case: Case) -> tuple[dict, dict[str, list[np.ndarray]]]:
-    step_class = _step_class_path(case)
+    step_class = step_class_path(case, "replicas")
     model = case.model()
     s = case.sample
     sample = {"x": keras.tree.map_structure(np.asarray, s.x),

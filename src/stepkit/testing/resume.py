@@ -41,8 +41,7 @@ import time
 import keras
 import numpy as np
 
-import stepkit
-from stepkit.testing._harness import Case, as_check, fail
+from stepkit.testing._harness import Case, as_check, fail, step_class_path
 
 __all__ = ["EPOCHS", "SAVE_FREQ", "TIMEOUT_S", "check_resume"]
 
@@ -53,19 +52,6 @@ SAVE_FREQ = 2
 #: Seconds each child run (and the wait for the victim's marker) may take.
 TIMEOUT_S = 300
 _TOL = 1e-6
-
-
-def _step_class_path(case: Case) -> str | None:
-    """``module:qualname`` of a hand-registered step, for the child to import; else None."""
-    info = next((i for i in stepkit.list_steps() if i.name == case.step), None)
-    if info is None or info.distribution is not None:
-        return None
-    cls = info.step_class
-    if "<locals>" in cls.__qualname__ or cls.__module__ == "__main__":
-        fail("resume", case, f"the step was registered by hand from {cls.__module__}."
-                             f"{cls.__qualname__}, which a child process cannot import. "
-                             "Define the step class at module level, or install its plugin.")
-    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _env() -> dict[str, str]:
@@ -137,7 +123,7 @@ def _kill_victim(case: Case, tmp: str) -> None:
 @as_check
 def check_resume(case: Case) -> dict:
     """A fit killed mid-epoch and resumed with BackupAndRestore equals an uninterrupted one."""
-    step_class = _step_class_path(case)
+    step_class = step_class_path(case, "resume")
     model = case.model()
     seed_before = keras.ops.convert_to_numpy(model._seed_generator.state).tolist()
     s = case.sample

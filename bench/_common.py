@@ -21,11 +21,13 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 
-# Quiet TensorFlow and pin the backend before anything imports Keras.
+# Quiet TensorFlow and pin the backend before anything imports Keras. Only the
+# first two are set in this process: importing a bench module (the smoke test
+# does) must not silence warnings in the importer's later subprocesses.
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow",
              "PYTHONWARNINGS": "ignore"}
-for _k, _v in QUIET_ENV.items():
-    os.environ.setdefault(_k, _v)
+for _k in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND"):
+    os.environ.setdefault(_k, QUIET_ENV[_k])
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -30,7 +30,8 @@ def site(tmp_path_factory):
 
 def run(site, code, **env):
     """Run ``code`` in a fresh interpreter that sees the installed plugins."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("STEPKIT_")}
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith("STEPKIT_") and k != "PYTHONWARNINGS"}
     full_env.update(PYTHONPATH=str(site), TF_CPP_MIN_LOG_LEVEL="3", **env)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
                           capture_output=True, text=True, timeout=300)

@@ -21,24 +21,21 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
 
-import keras
 import numpy as np
 
 from stepkit.testing import _multiworker_child
+from stepkit.testing._children import child_env, read_weights, write_case
 from stepkit.testing._harness import (
     Case,
     as_check,
     check_finite,
     compare_histories,
     fail,
-    step_class_path,
 )
-from stepkit.testing.resume import _env
 
 __all__ = ["TIMEOUT_S", "check_multiworker"]
 
@@ -48,7 +45,7 @@ _TOL = 1e-5
 
 
 def _run(case: Case, tmp: str, run: str, cmd: list[str], what: str, n: int) -> list:
-    env = {k: v for k, v in _env().items() if k != "TF_CONFIG"}
+    env = {k: v for k, v in child_env().items() if k != "TF_CONFIG"}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -61,8 +58,7 @@ def _run(case: Case, tmp: str, run: str, cmd: list[str], what: str, n: int) -> l
             fail("multiworker", case, f"the {what} failed (exit code {proc.returncode}):\n{tail}")
         with open(path) as f:
             result = json.load(f)
-        with np.load(os.path.join(tmp, f"{run}{i}.npz")) as npz:
-            result["weights"] = [npz[f"arr_{j}"] for j in range(len(npz.files))]
+        result["weights"] = read_weights(os.path.join(tmp, f"{run}{i}.npz"))
         out.append(result)
     return out
 
@@ -70,21 +66,9 @@ def _run(case: Case, tmp: str, run: str, cmd: list[str], what: str, n: int) -> l
 @as_check
 def check_multiworker(case: Case) -> dict:
     """2 workers (MultiWorkerMirroredStrategy) against one process; see the module."""
-    step_class = step_class_path(case, "multiworker")
-    model = case.model()
-    s = case.sample
-    sample = {"x": keras.tree.map_structure(np.asarray, s.x),
-              "y": None if s.y is None else keras.tree.map_structure(np.asarray, s.y),
-              "batch_size": s.batch_size, "epochs": case.epochs, "step_class": step_class}
     script = _multiworker_child.__file__
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            model.save(os.path.join(tmp, "model.keras"))
-        except Exception as exc:
-            fail("multiworker", case, "the workers rebuild the model from a .keras file, but "
-                                      f"saving the untrained model failed: {exc!r}.")
-        with open(os.path.join(tmp, "sample.pkl"), "wb") as f:
-            pickle.dump(sample, f)
+        write_case(case, tmp, "multiworker", epochs=case.epochs)
         w0, w1 = _run(case, tmp, "mw", [sys.executable, "-m", "stepkit.launch", "--workers",
                                         "2", script, tmp, "mw"], "2-worker job", 2)
         (one,) = _run(case, tmp, "one", [sys.executable, script, tmp, "one"],

@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
 
-import keras
 import numpy as np
 
+from stepkit.testing._children import child_env, read_weights, write_case
 from stepkit.testing._harness import (
     Case,
     as_check,
@@ -49,7 +48,6 @@ from stepkit.testing._harness import (
     compare_histories,
     fail,
     max_diff,
-    step_class_path,
 )
 
 __all__ = ["RTOL_NOISY", "check_replicas"]
@@ -60,29 +58,10 @@ _TOL = 1e-5
 
 
 def _run_child(case: Case) -> tuple[dict, dict[str, list[np.ndarray]]]:
-    step_class = step_class_path(case, "replicas")
-    model = case.model()
-    s = case.sample
-    sample = {"x": keras.tree.map_structure(np.asarray, s.x),
-              "y": None if s.y is None else keras.tree.map_structure(np.asarray, s.y),
-              "batch_size": s.batch_size, "epochs": case.epochs,
-              "step_class": step_class}
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            model.save(os.path.join(tmp, "model.keras"))
-        except Exception as exc:
-            fail("replicas", case, "the child process rebuilds the model from a .keras file, "
-                                   f"but saving the untrained model failed: {exc!r}. Give "
-                                   "compile() serializable arguments.")
-        with open(os.path.join(tmp, "sample.pkl"), "wb") as f:
-            pickle.dump(sample, f)
-        inherited = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-        path = os.pathsep.join(dict.fromkeys(p for p in [*inherited, *sys.path]
-                                             if p and os.path.isdir(p)))
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1",
-               "PYTHONPATH": path}
+        write_case(case, tmp, "replicas", epochs=case.epochs)
         proc = subprocess.run([sys.executable, "-m", "stepkit.testing._replica_child", tmp],
-                              capture_output=True, text=True, env=env, timeout=600)
+                              capture_output=True, text=True, env=child_env(), timeout=600)
         result_path = os.path.join(tmp, "result.json")
         if proc.returncode != 0 or not os.path.exists(result_path):
             tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
@@ -93,8 +72,7 @@ def _run_child(case: Case) -> tuple[dict, dict[str, list[np.ndarray]]]:
         for run in result:
             path = os.path.join(tmp, f"{run}.npz")
             if os.path.exists(path):
-                with np.load(path) as npz:
-                    weights[run] = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+                weights[run] = read_weights(path)
     return result, weights
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -41,7 +40,8 @@ import time
 import keras
 import numpy as np
 
-from stepkit.testing._harness import Case, as_check, fail, step_class_path
+from stepkit.testing._children import child_env, read_weights, write_case
+from stepkit.testing._harness import Case, as_check, fail
 
 __all__ = ["EPOCHS", "SAVE_FREQ", "TIMEOUT_S", "check_resume"]
 
@@ -54,18 +54,10 @@ TIMEOUT_S = 300
 _TOL = 1e-6
 
 
-def _env() -> dict[str, str]:
-    inherited = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    path = os.pathsep.join(dict.fromkeys(p for p in [*inherited, *sys.path]
-                                         if p and os.path.isdir(p)))
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1",
-            "PYTHONPATH": path}
-
-
 def _start(tmp: str, run: str) -> subprocess.Popen:
     log = open(os.path.join(tmp, f"{run}.log"), "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "stepkit.testing._resume_child", tmp, run],
-                            stdout=log, stderr=subprocess.STDOUT, text=True, env=_env())
+                            stdout=log, stderr=subprocess.STDOUT, text=True, env=child_env())
     proc.log = log
     return proc
 
@@ -89,8 +81,7 @@ def _finish(case: Case, tmp: str, run: str, what: str) -> tuple[dict, list[np.nd
         fail("resume", case, f"the {what} failed (exit code {code}):\n{_tail(tmp, run)}")
     with open(os.path.join(tmp, f"{run}.json")) as f:
         result = json.load(f)
-    with np.load(os.path.join(tmp, f"{run}.npz")) as npz:
-        weights = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+    weights = read_weights(os.path.join(tmp, f"{run}.npz"))
     return result, weights
 
 
@@ -123,26 +114,13 @@ def _kill_victim(case: Case, tmp: str) -> None:
 @as_check
 def check_resume(case: Case) -> dict:
     """A fit killed mid-epoch and resumed with BackupAndRestore equals an uninterrupted one."""
-    step_class = step_class_path(case, "resume")
-    model = case.model()
-    seed_before = keras.ops.convert_to_numpy(model._seed_generator.state).tolist()
     s = case.sample
     if -(-s.size // s.batch_size) < 2:
         fail("resume", case, f"the sample has {s.size} rows in batches of {s.batch_size}: "
                              "the check needs at least 2 batches per epoch.")
-    sample = {"x": keras.tree.map_structure(np.asarray, s.x),
-              "y": None if s.y is None else keras.tree.map_structure(np.asarray, s.y),
-              "batch_size": s.batch_size, "epochs": EPOCHS, "save_freq": SAVE_FREQ,
-              "step_class": step_class}
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            model.save(os.path.join(tmp, "model.keras"))
-        except Exception as exc:
-            fail("resume", case, "the child processes rebuild the model from a .keras file, "
-                                 f"but saving the untrained model failed: {exc!r}. Give "
-                                 "compile() serializable arguments.")
-        with open(os.path.join(tmp, "sample.pkl"), "wb") as f:
-            pickle.dump(sample, f)
+        model = write_case(case, tmp, "resume", epochs=EPOCHS, save_freq=SAVE_FREQ)
+        seed_before = keras.ops.convert_to_numpy(model._seed_generator.state).tolist()
         _kill_victim(case, tmp)
         resumed, w_resumed = _finish(case, tmp, "resumed", "resumed run (BackupAndRestore)")
         plain, w_plain = _finish(case, tmp, "plain", "uninterrupted run")

@@ -382,7 +382,6 @@ class StepModel(keras.Model):
         return self.step.call(self._ctx, inputs, training=training)
 
     def _run(self, method: str, data: Any) -> dict[str, Any]:
-        self._ctx._draws = 0
         result = getattr(self.step, method)(self._ctx, data)
         if result is not None:
             raise StepDefinitionError(

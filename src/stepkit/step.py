@@ -235,7 +235,6 @@ class StepContext:
 
     def __init__(self, model: StepModel) -> None:
         self.model = model
-        self._draws = 0
 
     # ------------------------------------------------------------ what the step uses
 

@@ -11,19 +11,28 @@ import keras
 from keras.src.saving import serialization_lib
 from keras.src.trainers.trainer import Trainer
 
-from stepkit import backend
+from stepkit import backend, losses
 from stepkit.config import structure_config, unstructure_config
+from stepkit.context import StepContext
 from stepkit.errors import StepDefinitionError
 from stepkit.registry import get_step
 from stepkit.resume import with_resume
 from stepkit.rng import StepSeedGenerator
-from stepkit.step import Batch, Step, StepContext
+from stepkit.step import Batch, Step
 
 
 def _symbolic(v: Any) -> Any:
     if v is None:
         return None
     return keras.KerasTensor(tuple(v.shape), keras.backend.standardize_dtype(v.dtype))
+
+
+def _dtype_policies(layer: Any) -> list[Any]:
+    """The dtype policies of ``layer`` and of every layer inside it."""
+    found = [layer.dtype_policy]
+    for sub in getattr(layer, "layers", None) or ():
+        found.extend(_dtype_policies(sub))
+    return found
 
 
 def _from_spec(v: Any) -> Any:
@@ -159,7 +168,7 @@ class StepModel(keras.Model):
         if step.loss_kind == "keras":
             keras_loss = loss if loss is not None else step.default_loss()
         elif step.loss_kind == "step":
-            self._step_loss = keras.losses.get(loss if loss is not None else step.default_loss())
+            self._step_loss = losses.get(loss if loss is not None else step.default_loss())
         elif loss is not None:
             raise ValueError(
                 f"Step {step.name!r} takes no `loss` in compile(): its loss comes from its "
@@ -172,18 +181,16 @@ class StepModel(keras.Model):
                 f"weighted_metrics={weighted_metrics!r}."
             )
         roles = step.trained_roles()
+        # Loss scaling is decided per role below, not by Keras for the first role only.
         super().compile(optimizer=optimizers[roles[0]], loss=keras_loss,
                         loss_weights=loss_weights, metrics=metrics,
                         weighted_metrics=weighted_metrics, run_eagerly=run_eagerly,
                         steps_per_execution=steps_per_execution, jit_compile=jit_compile,
-                        auto_scale_loss=auto_scale_loss)
-        wrapped = {roles[0]: self.optimizer}
-        for role in roles[1:]:
-            opt = optimizers[role]
-            if self.optimizer is not optimizers[roles[0]]:  # Keras wrapped it: mixed precision
-                opt = keras.optimizers.LossScaleOptimizer(opt, name=f"{role}_loss_scale_optimizer")
-            wrapped[role] = opt
-        self._role_optimizers = wrapped
+                        auto_scale_loss=False)
+        self._role_optimizers = {
+            role: self._with_loss_scaling(role, optimizers[role], auto_scale_loss)
+            for role in roles}
+        self.optimizer = self._role_optimizers[roles[0]]
         if "loss" not in step.tracked:
             self._loss_tracker = None
         self._compile_config = serialization_lib.SerializableDict(
@@ -193,6 +200,18 @@ class StepModel(keras.Model):
             auto_scale_loss=auto_scale_loss)
         if self.built:
             self._build_optimizers()
+
+    def _with_loss_scaling(self, role: str, optimizer: Any, auto_scale_loss: bool) -> Any:
+        # Every role's optimizer is a LossScaleOptimizer exactly once when its network
+        # computes in float16 (the global policy, or the network's own policy).
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or not auto_scale_loss:
+            return optimizer
+        net = self._networks.get(role)
+        policies = [self.dtype_policy, *([] if net is None else _dtype_policies(net))]
+        if any(p.compute_dtype == "float16" for p in policies):
+            return keras.optimizers.LossScaleOptimizer(optimizer,
+                                                      name=f"{role}_loss_scale_optimizer")
+        return optimizer
 
     def _resolve_optimizers(self, optimizer: Any) -> dict[str, Any]:
         roles = self.step.trained_roles()
@@ -306,8 +325,9 @@ class StepModel(keras.Model):
 
     def _build_optimizers(self) -> None:
         for role, opt in self._role_optimizers.items():
-            if not opt.built:
-                opt.build(self._variables_for(role))
+            variables = self._variables_for(role)
+            if not opt.built and variables:  # a frozen role's optimizer builds when it trains
+                opt.build(variables)
 
     def _check_metric_names(self) -> None:
         names = []

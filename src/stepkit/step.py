@@ -41,19 +41,15 @@ from __future__ import annotations
 
 import keyword
 import re
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import attrs
 import keras
-from keras import ops
 
-from stepkit import backend
 from stepkit.config import NoConfig
-from stepkit.errors import DataStructureError, StepDefinitionError
-
-if TYPE_CHECKING:
-    from stepkit.model import StepModel
+from stepkit.context import StepContext
+from stepkit.errors import StepDefinitionError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -70,21 +66,34 @@ _RESERVED_ROLES = frozenset({
 
 @attrs.frozen
 class Batch:
-    """One batch (or its symbolic spec) split into ``x``, ``y`` and ``sample_weight``."""
+    """One batch of data (or its symbolic spec), as ``build`` and ``check_data`` see it.
+
+    ``x``, ``y`` and ``sample_weight`` are what ``keras.utils.unpack_x_y_sample_weight``
+    makes of the batch (``y`` and ``sample_weight`` are None when absent). A batch of
+    another structure (a tuple of four, say) is passed to the step as it is: then
+    ``x`` is the whole batch and ``y``, ``sample_weight`` are None. ``data`` is
+    always the batch as the dataset yields it. Each leaf is a ``keras.KerasTensor``
+    (shape with a None batch size when the data has one).
+    """
 
     x: Any
     y: Any = None
     sample_weight: Any = None
+    data: Any = None
 
     @classmethod
     def from_data(cls, data: Any) -> Batch:
-        return cls(*keras.utils.unpack_x_y_sample_weight(data))
+        if isinstance(data, tuple) and len(data) > 3:
+            return cls(data, None, None, data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        return cls(x, y, sample_weight, data)
 
     def describe(self) -> str:
         def shape(v):
             if v is None:
                 return "None"
-            return str(keras.tree.map_structure(lambda t: tuple(t.shape), v))
+            return str(keras.tree.map_structure(
+                lambda t: None if t is None else tuple(t.shape), v))
 
         return f"x={shape(self.x)}, y={shape(self.y)}, sample_weight={shape(self.sample_weight)}"
 
@@ -199,11 +208,12 @@ class Step:
     def build(self, ctx: StepContext, batch: Batch) -> None:
         """Create every network's variables from a symbolic ``batch``.
 
-        The default calls the first role's network on ``batch.x``.
+        The default builds the first role on ``batch.x`` (a network that takes
+        the data's inputs). Steps whose roles take other inputs (a generator
+        takes latent vectors) override it and call
+        ``ctx.build_network(role, inputs)`` for each role.
         """
-        net = ctx.networks[self.roles[0]]
-        if not net.built:
-            keras.backend.compute_output_spec(net, batch.x, training=False)
+        ctx.build_network(self.roles[0], batch.x)
 
     def build_state(self, ctx: StepContext) -> None:
         """Create extra step state with ``ctx.add_state`` (counters, EMA weights)."""
@@ -216,6 +226,18 @@ class Step:
         """Variables the optimizer ``role`` updates: the network of the same name."""
         return list(ctx.networks[role].trainable_variables)
 
+    def regularization_losses(self, ctx: StepContext, role: str) -> list[Any]:
+        """Regularisation terms ``ctx.minimize(role, ...)`` adds to the role's loss.
+
+        The default: the ``losses`` of the network of the same name (kernel,
+        bias and activity regularizers, ``add_loss`` terms), none for a frozen
+        network or for an optimizer role without a network of its name.
+        """
+        net = ctx.networks.get(role)
+        if net is None or not ctx.model._variables_for(role):
+            return []
+        return list(net.losses)
+
     def train_step(self, ctx: StepContext, data: Any) -> None:
         """One training step on ``data``; report values with ``ctx.track``."""
         raise NotImplementedError
@@ -225,174 +247,4 @@ class Step:
         raise NotImplementedError
 
 
-class StepContext:
-    """What a step is given: its networks, optimizers and the framework's helpers.
-
-    A context belongs to one :class:`StepModel`. Wrappers that stack over a step
-    (EMA, gradient accumulation, SAM) subclass it and override
-    :meth:`gradients` or :meth:`apply_gradients`; steps only call these methods.
-    """
-
-    def __init__(self, model: StepModel) -> None:
-        self.model = model
-
-    # ------------------------------------------------------------ what the step uses
-
-    @property
-    def step(self) -> Step:
-        return self.model.step
-
-    @property
-    def config(self) -> Any:
-        return self.model.step.config
-
-    @property
-    def networks(self) -> Mapping[str, Any]:
-        return self.model.networks
-
-    @property
-    def optimizers(self) -> Mapping[str, Any]:
-        return self.model.optimizers
-
-    @property
-    def iterations(self) -> Any:
-        """Training steps run so far (an int64 variable: use it in ``ops.cond``)."""
-        return self.model._step_counter
-
-    def unpack(self, data: Any) -> tuple[Any, Any, Any]:
-        """``(x, y, sample_weight)`` from a batch, like ``keras.utils.unpack_x_y_sample_weight``."""
-        return keras.utils.unpack_x_y_sample_weight(data)
-
-    @staticmethod
-    def batch_size(x: Any) -> Any:
-        """The local batch size of ``x`` (its first tensor's leading dimension)."""
-        first = next(t for t in keras.tree.flatten(x) if t is not None)
-        return ops.shape(first)[0]
-
-    # ------------------------------------------------------------ losses
-
-    def loss(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
-        """The compiled step loss (``loss_kind == "step"``), as a plain mean."""
-        fn = self.model._step_loss
-        if fn is None:
-            raise StepDefinitionError(
-                f"Step {self.step.name!r} called ctx.loss() but has no loss: its loss_kind is "
-                f"{self.step.loss_kind!r}. Set loss_kind = 'step' and a default_loss()."
-            )
-        value = fn(y_true, y_pred, sample_weight=sample_weight)
-        return _unscale(value)
-
-    def compute_loss(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None,
-                     training: bool = True) -> Any:
-        """Keras' compiled loss plus regularisation losses, as a plain mean."""
-        loss = self.model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                                        training=training)
-        return _unscale(loss)
-
-    def regularization_loss(self, role: str) -> Any:
-        """Sum of the regularisation losses of network ``role`` (0 when it has none)."""
-        losses = self.networks[role].losses
-        if not losses:
-            return ops.convert_to_tensor(0.0)
-        return ops.sum(ops.stack([ops.cast(v, "float32") for v in losses]))
-
-    # ------------------------------------------------------------ updates
-
-    def gradients(self, role: str, loss_fn: Callable[[], Any]) -> tuple[list[Any], Any]:
-        """Gradients of ``loss_fn()`` for the variables of optimizer ``role``.
-
-        The plain loss is divided by the number of replicas and scaled for mixed
-        precision before differentiating. Returns ``(grads, loss_fn())``.
-        """
-        optimizer = self.model._optimizer_for(role)
-        variables = self.model._variables_for(role)
-
-        def transform(loss: Any) -> Any:
-            return optimizer.scale_loss(_scale(loss))
-
-        return backend.gradients(loss_fn, variables, transform)
-
-    def apply_gradients(self, role: str, grads: Sequence[Any]) -> None:
-        """Apply ``grads`` with optimizer ``role`` (unscales and skips non-finite steps)."""
-        optimizer = self.model._optimizer_for(role)
-        variables = self.model._variables_for(role)
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
-
-    def minimize(self, role: str, loss_fn: Callable[[], Any]) -> Any:
-        """One optimizer update of ``role`` on ``loss_fn()``; returns ``loss_fn()``'s output.
-
-        ``loss_fn`` takes no argument and returns a plain scalar loss, or a tuple
-        whose first element is the loss (the rest is passed back untouched).
-        """
-        grads, out = self.gradients(role, loss_fn)
-        self.apply_gradients(role, grads)
-        return out
-
-    def input_gradients(self, fn: Callable[[Any], Any], inputs: Any) -> Any:
-        """Differentiable gradient of ``sum(fn(inputs))`` w.r.t. ``inputs`` (penalties)."""
-        return backend.input_gradients(fn, inputs)
-
-    # ------------------------------------------------------------ reporting
-
-    def track(self, name: str, value: Any, batch_size: Any) -> None:
-        """Add a plain per-replica ``value`` to the epoch mean ``name``, weighted by batch size."""
-        tracker = self.model._tracker_for(name)
-        tracker.update_state(value, sample_weight=batch_size)
-
-    def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        """Update the metrics given to ``compile(metrics=..., weighted_metrics=...)``."""
-        if self.model._compile_metrics is not None:
-            self.model._compile_metrics.update_state(y, y_pred, sample_weight)
-
-    # ------------------------------------------------------------ randomness and state
-
-    def _next_seed(self) -> Any:
-        seed = ops.cast(self.model._seed_generator.next(), "int32")
-        return seed + ops.stack([ops.convert_to_tensor(0, "int32"), backend.replica_id()])
-
-    def normal(self, shape: Any, dtype: str = "float32", mean: float = 0.0,
-               stddev: float = 1.0) -> Any:
-        """Normal noise from the model's seed generator, different on each replica."""
-        return backend.stateless_normal(shape, self._next_seed(), dtype, mean, stddev)
-
-    def uniform(self, shape: Any, dtype: str = "float32", minval: float = 0.0,
-                maxval: float = 1.0) -> Any:
-        """Uniform noise in ``[minval, maxval)`` from the model's seed generator."""
-        return backend.stateless_uniform(shape, self._next_seed(), dtype, minval, maxval)
-
-    def add_state(self, name: str, shape: Any = (), dtype: str = "float32",
-                  initializer: Any = "zeros") -> Any:
-        """Create a saved, non-trainable variable owned by the model (call in ``build_state``)."""
-        return self.model._add_step_state(name, shape, dtype, initializer)
-
-    @property
-    def state(self) -> Mapping[str, Any]:
-        """The variables created with :meth:`add_state`."""
-        return self.model._step_state
-
-    def cond(self, pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
-        """``ops.cond``: use it for schedules, which run inside a compiled graph.
-
-        Branches may call ``ctx.minimize``, also under ``MirroredStrategy``.
-        """
-        return backend.cond(pred, true_fn, false_fn)
-
-    @staticmethod
-    def fail_on_sample_weight(step: Step, batch: Batch) -> None:
-        """For ``check_data`` of steps that cannot use sample or class weights."""
-        if batch.sample_weight is not None:
-            raise DataStructureError(
-                f"Step {step.name!r} cannot use sample weights, and they would be silently "
-                f"ignored. Received a batch with {batch.describe()}. Remove sample_weight= "
-                "and class_weight= from fit()/evaluate()."
-            )
-
-
-def _scale(loss: Any) -> Any:
-    n = backend.num_replicas()
-    return loss if n == 1 else ops.multiply(loss, ops.cast(1.0 / n, loss.dtype))
-
-
-def _unscale(loss: Any) -> Any:
-    n = backend.num_replicas()
-    return loss if n == 1 else ops.multiply(loss, ops.cast(n, loss.dtype))
+__all__ = ["Batch", "Step", "StepContext"]

@@ -19,7 +19,6 @@ if keras.backend.backend() != "tensorflow":  # pragma: no cover - guarded for th
 from stepkit.backend.tensorflow import (  # noqa: E402
     cond,
     dataset_spec,
-    gradients,
     input_gradients,
     is_multi_worker,
     local_value,
@@ -28,12 +27,12 @@ from stepkit.backend.tensorflow import (  # noqa: E402
     stateless_normal,
     stateless_uniform,
     untracked_counter,
+    value_and_grad,
 )
 
 __all__ = [
     "cond",
     "dataset_spec",
-    "gradients",
     "input_gradients",
     "is_multi_worker",
     "local_value",
@@ -42,4 +41,5 @@ __all__ = [
     "stateless_normal",
     "stateless_uniform",
     "untracked_counter",
+    "value_and_grad",
 ]

@@ -49,20 +49,17 @@ def untracked_counter() -> tf.Variable:
                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
 
-def gradients(
-    loss_fn: Callable[[], Any], variables: Sequence[Any], transform: Callable[[Any], Any]
+def value_and_grad(
+    fn: Callable[[], tuple[Any, Any]], variables: Sequence[Any]
 ) -> tuple[list[Any], Any]:
-    """Run ``loss_fn`` under a tape; return the gradients of ``transform(loss)`` and its output.
+    """Run ``fn`` under a tape; return the gradients of its first output and its second.
 
-    ``loss_fn`` returns a scalar loss or a tuple whose first element is the loss.
-    ``transform`` turns the plain loss into the one to differentiate (replica and
-    mixed-precision scaling).
+    ``fn`` returns ``(target, aux)``: the value to differentiate (already scaled
+    for replicas and mixed precision) and what to pass back to the caller.
     """
     with tf.GradientTape() as tape:
-        out = loss_fn()
-        loss = out[0] if isinstance(out, tuple) else out
-        target = transform(loss)
-    return tape.gradient(target, list(variables)), out
+        target, aux = fn()
+    return tape.gradient(target, list(variables)), aux
 
 
 def input_gradients(fn: Callable[[Any], Any], inputs: Any) -> Any:

@@ -108,12 +108,8 @@ class GAN(Step):
         return {role: made[role] for role in missing}
 
     def build(self, ctx: StepContext, batch: Batch) -> None:
-        g, d = ctx.networks["generator"], ctx.networks["discriminator"]
-        if not g.built:
-            keras.backend.compute_output_spec(
-                g, keras.KerasTensor((None, self.config.latent_dim)), training=False)
-        if not d.built:
-            keras.backend.compute_output_spec(d, batch.x, training=False)
+        ctx.build_network("generator", keras.KerasTensor((None, self.config.latent_dim)))
+        ctx.build_network("discriminator", batch.x)
 
     def _losses(self, ctx: StepContext, real, training: bool):
         g, d = ctx.networks["generator"], ctx.networks["discriminator"]
@@ -126,15 +122,13 @@ class GAN(Step):
             labels = labels + self.config.label_noise * ctx.uniform(ops.shape(labels))
 
         def d_loss_fn():
-            loss = ctx.loss(labels, d(combined, training=training))
-            return loss + ctx.regularization_loss("discriminator")
+            return ctx.loss(labels, d(combined, training=training))
 
         z2 = ctx.normal((n, self.config.latent_dim))
         misleading = ops.zeros((n, 1))
 
         def g_loss_fn():
-            loss = ctx.loss(misleading, d(g(z2, training=training), training=training))
-            return loss + ctx.regularization_loss("generator")
+            return ctx.loss(misleading, d(g(z2, training=training), training=training))
 
         return n, d_loss_fn, g_loss_fn
 
@@ -149,5 +143,5 @@ class GAN(Step):
     def test_step(self, ctx: StepContext, data) -> None:
         real, _, _ = ctx.unpack(data)
         n, d_loss_fn, g_loss_fn = self._losses(ctx, real, training=False)
-        ctx.track("d_loss", d_loss_fn(), n)
-        ctx.track("g_loss", g_loss_fn(), n)
+        ctx.track("d_loss", d_loss_fn() + ctx.regularization_loss("discriminator"), n)
+        ctx.track("g_loss", g_loss_fn() + ctx.regularization_loss("generator"), n)

@@ -45,5 +45,6 @@ class Supervised(Step):
         x, y, sample_weight = ctx.unpack(data)
         y_pred = ctx.model(x, training=False)
         loss = ctx.compute_loss(x, y, y_pred, sample_weight, training=False)
+        loss = loss + ctx.regularization_loss("network")
         ctx.track("loss", loss, ctx.batch_size(x))
         ctx.update_metrics(y, y_pred, sample_weight)

@@ -89,9 +89,7 @@ class Distill(stepkit.Step):
 
     def build(self, ctx: stepkit.StepContext, batch: stepkit.Batch) -> None:
         for role in self.roles:
-            net = ctx.networks[role]
-            if not net.built:
-                keras.backend.compute_output_spec(net, batch.x, training=False)
+            ctx.build_network(role, batch.x)
 
     def _losses(self, ctx, x, y, sample_weight, training):
         t = self.config.temperature

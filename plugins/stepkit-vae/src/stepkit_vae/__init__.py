@@ -128,12 +128,12 @@ class VAE(stepkit.Step):
         return {role: made[role] for role in missing}
 
     def build(self, ctx: stepkit.StepContext, batch: stepkit.Batch) -> None:
-        enc, dec = ctx.networks["encoder"], ctx.networks["decoder"]
-        if not enc.built:
-            keras.backend.compute_output_spec(enc, batch.x, training=False)
-        if not dec.built:
-            keras.backend.compute_output_spec(
-                dec, keras.KerasTensor((None, self.config.latent_dim)), training=False)
+        ctx.build_network("encoder", batch.x)
+        ctx.build_network("decoder", keras.KerasTensor((None, self.config.latent_dim)))
+
+    def regularization_losses(self, ctx: stepkit.StepContext, role: str):
+        # The one optimizer role "vae" trains both networks: both networks' penalties.
+        return [*ctx.networks["encoder"].losses, *ctx.networks["decoder"].losses]
 
     def call(self, ctx: stepkit.StepContext, inputs, training: bool = False):
         return ctx.networks["decoder"](inputs, training=training)

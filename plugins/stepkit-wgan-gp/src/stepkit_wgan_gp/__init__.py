@@ -124,12 +124,8 @@ class WGANGP(stepkit.Step):
         return {role: made[role] for role in missing}
 
     def build(self, ctx: stepkit.StepContext, batch: stepkit.Batch) -> None:
-        g, c = ctx.networks["generator"], ctx.networks["critic"]
-        if not g.built:
-            keras.backend.compute_output_spec(
-                g, keras.KerasTensor((None, self.config.latent_dim)), training=False)
-        if not c.built:
-            keras.backend.compute_output_spec(c, batch.x, training=False)
+        ctx.build_network("generator", keras.KerasTensor((None, self.config.latent_dim)))
+        ctx.build_network("critic", batch.x)
 
     def call(self, ctx: stepkit.StepContext, inputs, training: bool = False):
         return ctx.networks["generator"](inputs, training=training)

@@ -140,6 +140,13 @@ class StepContext:
                     "network that adds its own losses (add_loss, regularizers)."
                 )
             return ops.zeros(())
+        if y is None:
+            raise DataStructureError(
+                f"Step {self.step.name!r} needs targets for the loss given to compile(): pass "
+                "fit(x, y) or a dataset of (x, y) or (x, y, sample_weight). Received a batch "
+                "without y. (A network that adds its own losses trains on x alone when "
+                "compile() gets no loss.)"
+            )
         value = compiled(y, y_pred, sample_weight)
         if value is None:
             return ops.zeros(())

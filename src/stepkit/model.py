@@ -14,11 +14,13 @@ from keras.src.trainers.trainer import Trainer
 from stepkit import backend, losses
 from stepkit.config import structure_config, unstructure_config
 from stepkit.context import StepContext
-from stepkit.errors import StepDefinitionError
+from stepkit.errors import DataStructureError, StepDefinitionError
+from stepkit.learning_rates import with_role_learning_rates
 from stepkit.registry import get_step
 from stepkit.resume import with_resume
 from stepkit.rng import StepSeedGenerator
 from stepkit.step import Batch, Step
+from stepkit.trackers import StepTrackers
 
 
 def _symbolic(v: Any) -> Any:
@@ -33,6 +35,10 @@ def _dtype_policies(layer: Any) -> list[Any]:
     for sub in getattr(layer, "layers", None) or ():
         found.extend(_dtype_policies(sub))
     return found
+
+
+def _metric_label(metric: Any) -> str:
+    return f"{type(metric).__name__}(name={metric.name!r})"
 
 
 def _from_spec(v: Any) -> Any:
@@ -79,8 +85,8 @@ class StepModel(keras.Model):
         self._seed = seed
         self._ctx = StepContext(self)
         self._networks = self._normalise_networks(networks)
-        self._step_trackers = {n: keras.metrics.Mean(name=n) for n in step_class.tracked
-                               if n != "loss"}
+        self._step_trackers = StepTrackers(
+            [n for n in step_class.tracked if n != "loss"], step_class.directions)
         # The generator's state is a weight of the model, so it is saved, restored
         # and mirrored like any other (Keras saves no SeedGenerator state itself).
         seed_generator = StepSeedGenerator(seed, name="step_seed_generator")
@@ -301,6 +307,13 @@ class StepModel(keras.Model):
                     f"{sorted(made)}, expected {sorted(missing)}."
                 )
             self._networks.update(made)
+        if batch.y is None and self._compile_loss is not None:
+            raise DataStructureError(
+                f"Step {self.step.name!r} needs targets for the loss given to compile(): pass "
+                "fit(x, y) or a dataset of (x, y) or (x, y, sample_weight). Received a batch "
+                f"with {batch.describe()}. (A network that adds its own losses trains on x "
+                "alone when compile() gets no loss.)"
+            )
         self.step.build(self._ctx, batch)
         unbuilt = [r for r, n in self._networks.items() if not n.built]
         if unbuilt:
@@ -330,17 +343,66 @@ class StepModel(keras.Model):
                 opt.build(variables)
 
     def _check_metric_names(self) -> None:
-        names = []
+        # Keras itself makes compile metric names unique (output-name prefixes,
+        # `weighted_`, `_1`); only two different values under one log key shadow.
+        owner: dict[str, Any] = {}
         for m in self.metrics:
-            sub = getattr(m, "metrics", None)
-            names.extend([s.name for s in sub] if m is self._compile_metrics and sub else [m.name])
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(
-                f"Duplicate metric name(s) {dupes} for step {self.step.name!r}: they would "
-                f"shadow each other in the logs. The step tracks {list(self.step.tracked)}; "
-                "rename the compile metrics (e.g. keras.metrics.MeanSquaredError(name=...))."
-            )
+            if m is self._compile_metrics and m.built:
+                keys = list(m.result())
+            else:
+                keys = [m.name]
+            for key in keys:
+                if key in owner and owner[key] is not m:
+                    raise ValueError(
+                        f"Two different values would be logged as {key!r} for step "
+                        f"{self.step.name!r} (one shadows the other): "
+                        f"{_metric_label(owner[key])} and {_metric_label(m)}. The step "
+                        f"tracks {list(self.step.tracked)}; rename the compile metric "
+                        "(e.g. keras.metrics.MeanSquaredError(name=...))."
+                    )
+                owner[key] = m
+
+    @property
+    def metrics(self) -> list[Any]:
+        """Keras' metrics, plus the metrics the networks hold themselves.
+
+        ``keras.Model`` skips the metrics of nested models; a network's own
+        trackers (created in a subclassed network) are reported as Keras
+        reports them for that network alone.
+        """
+        found = list(super().metrics)
+        known = {id(m) for m in found}
+        for net in self.__dict__.get("_networks", {}).values():
+            if not isinstance(net, keras.Model):
+                continue  # a plain layer's metrics are already in super().metrics
+            compiled = {id(getattr(net, a, None)) for a in
+                        ("_loss_tracker", "_compile_metrics", "_compile_loss")}
+            for m in net.metrics:
+                if id(m) not in known and id(m) not in compiled:
+                    found.append(m)
+                    known.add(id(m))
+        return found
+
+    @property
+    def weights(self) -> list[Any]:
+        """The networks' weights, then the framework's own (step counter, RNG, step state).
+
+        ``model.get_weights()`` therefore starts with the networks' weights, in
+        role order; ``model.networks[role].get_weights()`` is exactly one
+        network's.
+        """
+        own = [self._step_counter, self._rng_state, *self._step_state.values()]
+        ids = {id(v) for v in own}
+        return [w for w in super().weights if id(w) not in ids] + own
+
+    @property
+    def output_names(self) -> list[str]:
+        """The output names of the network ``model(x)`` calls (for compile dicts)."""
+        net = self.__dict__.get("_networks", {}).get(self.step.roles[0])
+        names = getattr(net, "output_names", None)
+        if not names:
+            raise AttributeError("output_names")
+        return names
 
     def get_build_config(self) -> dict[str, Any] | None:
         if self._build_batch is None:
@@ -413,10 +475,13 @@ class StepModel(keras.Model):
 
     def fit(self, *args: Any, **kwargs: Any) -> Any:
         """``keras.Model.fit``; a mid-epoch ``BackupAndRestore`` resumes where it stopped."""
+        def extend(callbacks: Any) -> Any:
+            return with_role_learning_rates(with_resume(callbacks), self)
+
         if len(args) > 5:
-            args = (*args[:5], with_resume(args[5]), *args[6:])
+            args = (*args[:5], extend(args[5]), *args[6:])
         else:
-            kwargs["callbacks"] = with_resume(kwargs.get("callbacks"))
+            kwargs["callbacks"] = extend(kwargs.get("callbacks"))
         return super().fit(*args, **kwargs)
 
     def _set_resume_skip(self, batches: int) -> None:
@@ -460,6 +525,26 @@ class StepModel(keras.Model):
                 for k, v in logs.items()}
 
     # ------------------------------------------------------------ serialisation
+
+    def export(self, filepath: Any, format: str = "tf_saved_model", verbose: Any = None,
+               input_signature: Any = None, **kwargs: Any) -> Any:
+        """``keras.Model.export``; the input signature defaults to the step's ``call_spec``.
+
+        For ``supervised`` that is the network's input; for a generative step
+        its sampling inputs (latent vectors). Raises ``ValueError`` before the
+        model is built (fit it, or call ``build_from_data``).
+        """
+        if input_signature is None:
+            if self._build_batch is None:
+                raise ValueError(
+                    "The model is not built yet, so its input signature is unknown: fit() it, "
+                    "call model.build_from_data(batch), or pass input_signature=[...]."
+                )
+            spec = self.step.call_spec(self._build_batch)
+            input_signature = [keras.tree.map_structure(
+                lambda t: keras.InputSpec(shape=(None, *t.shape[1:]), dtype=t.dtype), spec)]
+        return super().export(filepath, format=format, verbose=verbose,
+                              input_signature=input_signature, **kwargs)
 
     def save(self, filepath: Any, overwrite: bool = True, **kwargs: Any) -> None:
         """``keras.Model.save``; fails before writing if the config cannot be saved."""

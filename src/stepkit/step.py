@@ -112,6 +112,10 @@ class Step:
         tracked: names of the values the step reports with ``ctx.track``; each
             becomes an epoch mean in ``fit``'s history. ``"loss"`` is Keras' own
             loss tracker.
+        directions: for tracked values, ``"up"`` (higher is better) or
+            ``"down"``, so ``EarlyStopping(monitor=...)`` and
+            ``ModelCheckpoint(monitor=...)`` need no ``mode=``; names ending in
+            ``loss`` are ``"down"`` unless given here.
         loss_kind: ``"keras"`` when ``compile(loss=...)`` is Keras' compiled loss
             (``ctx.compute_loss``), ``"step"`` when it is one loss function the
             step calls (``ctx.loss``), ``"none"`` when the step takes no loss.
@@ -131,6 +135,7 @@ class Step:
     tracked: ClassVar[tuple[str, ...]] = ("loss",)
     loss_kind: ClassVar[str] = "none"
     uses_compile_metrics: ClassVar[bool] = False
+    directions: ClassVar[Mapping[str, str]] = {}
     data_kind: ClassVar[str | None] = None
     generative: ClassVar[bool | None] = None
 
@@ -171,6 +176,11 @@ class Step:
                 fail(f"role {role!r} must be an identifier that is not a StepModel attribute.")
         if not isinstance(cls.tracked, tuple) or len(set(cls.tracked)) != len(cls.tracked):
             fail(f"`tracked` must be a tuple of distinct names. Received: {cls.tracked!r}.")
+        bad = {k: d for k, d in dict(cls.directions).items()
+               if k not in cls.tracked or d not in ("up", "down")}
+        if bad:
+            fail(f"`directions` must map names in `tracked` {cls.tracked!r} to 'up' or 'down'. "
+                 f"Received: {bad!r}.")
         if cls.data_kind not in DATA_KINDS:
             fail(f"`data_kind` must be one of {DATA_KINDS}. Received: {cls.data_kind!r}.")
         if cls.loss_kind not in LOSS_KINDS:
@@ -214,6 +224,15 @@ class Step:
         ``ctx.build_network(role, inputs)`` for each role.
         """
         ctx.build_network(self.roles[0], batch.x)
+
+    def call_spec(self, batch: Batch) -> Any:
+        """The symbolic inputs of ``model(inputs)`` / ``model.predict``, from a symbolic batch.
+
+        The default is the data's inputs ``batch.x``; a generative step returns
+        its sampling inputs (e.g. ``keras.KerasTensor((None, latent_dim))``).
+        ``model.export`` uses it as the serving signature.
+        """
+        return batch.x
 
     def build_state(self, ctx: StepContext) -> None:
         """Create extra step state with ``ctx.add_state`` (counters, EMA weights)."""

@@ -23,7 +23,13 @@ def replica_id() -> tf.Tensor:
 
 
 def local_value(v: Any) -> Any:
-    """The first local replica's value of a (possibly distributed) batch leaf."""
+    """The first local replica's value of a (possibly distributed) batch leaf.
+
+    An optional input (``None`` from a generator, a ``tf.experimental.Optional``
+    in the dataset) is None, as Keras' trainer treats it.
+    """
+    if isinstance(v, tf.experimental.Optional):
+        return None
     if isinstance(v, tf.distribute.DistributedValues):
         return v.values[0]
     return v

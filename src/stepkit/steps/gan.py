@@ -111,6 +111,9 @@ class GAN(Step):
         ctx.build_network("generator", keras.KerasTensor((None, self.config.latent_dim)))
         ctx.build_network("discriminator", batch.x)
 
+    def call_spec(self, batch: Batch):
+        return keras.KerasTensor((None, self.config.latent_dim))
+
     def _losses(self, ctx: StepContext, real, training: bool):
         g, d = ctx.networks["generator"], ctx.networks["discriminator"]
         n = ctx.batch_size(real)

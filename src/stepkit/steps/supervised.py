@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from stepkit.errors import DataStructureError
-from stepkit.step import Batch, Step, StepContext
+from stepkit.step import Step, StepContext
 
 
 class Supervised(Step):
@@ -22,13 +21,6 @@ class Supervised(Step):
     loss_kind = "keras"
     uses_compile_metrics = True
     data_kind = "labeled-images"
-
-    def check_data(self, batch: Batch) -> None:
-        if batch.y is None:
-            raise DataStructureError(
-                f"Step {self.name!r} needs targets: pass fit(x, y) or a dataset of (x, y) or "
-                f"(x, y, sample_weight). Received a batch with {batch.describe()}."
-            )
 
     def train_step(self, ctx: StepContext, data) -> None:
         x, y, sample_weight = ctx.unpack(data)

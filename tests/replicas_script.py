@@ -58,5 +58,10 @@ for name, kwargs in {
     "custom-loss": dict(metrics=["mae"]),
 }.items():
     out[name] = {"one": run(name, one, **kwargs), "two": run(name, two, **kwargs)}
+# Every loss form reduces to the plain mean on each replica: per-sample values
+# (reduction=None) train and log exactly like "mse".
+unreduced = {"loss": keras.losses.MeanSquaredError(reduction=None)}
+out["custom-loss-unreduced"] = {"one": run("custom-loss", one, unreduced, metrics=["mae"]),
+                                "two": run("custom-loss", two, unreduced, metrics=["mae"])}
 out["gan"] = {"one": gan(one), "two": gan(two)}
 json.dump(out, sys.stdout)

@@ -19,7 +19,7 @@ def results():
     return json.loads(proc.stdout)
 
 
-@pytest.mark.parametrize("step", ["supervised", "custom-loss"])
+@pytest.mark.parametrize("step", ["supervised", "custom-loss", "custom-loss-unreduced"])
 def test_two_replicas_match_one_device(results, step):
     assert results["replicas"] == 2
     one, two = results[step]["one"], results[step]["two"]
@@ -42,3 +42,12 @@ def test_gan_trains_with_unscaled_losses_and_per_replica_noise(results):
         np.testing.assert_allclose(values, one["history"][key], rtol=0.35)
     first, second = two["noise"]
     assert not np.allclose(first, second)
+
+
+def test_unreduced_loss_trains_like_mse_on_one_and_two_replicas(results):
+    for devices in ("one", "two"):
+        mse, unreduced = results["custom-loss"][devices], results["custom-loss-unreduced"][devices]
+        for key in mse["history"]:
+            np.testing.assert_allclose(unreduced["history"][key], mse["history"][key], atol=1e-6)
+        for a, b in zip(mse["weights"], unreduced["weights"], strict=True):
+            np.testing.assert_allclose(b, a, atol=1e-6)

@@ -46,12 +46,13 @@ class RoleLearningRates(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self._follow()
+        # What Keras logs as `learning_rate` is the rate this epoch ran with.
+        self._epoch_rates = {role: _rate(opt) for role, opt in self.model.optimizers.items()}
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         self._follow()
         if logs is not None and "learning_rate" in logs:
-            for role, opt in self.model.optimizers.items():
-                rate = _rate(opt)
+            for role, rate in self._epoch_rates.items():
                 if rate is not None:
                     logs[f"{role}_learning_rate"] = rate
 

@@ -29,13 +29,18 @@ def test_config_strings_are_structured_and_instances_accepted():
         StepModel(step="gan", config=[("latent_dim", 8)])
 
 
-def test_optimizer_dict_must_name_exactly_the_roles():
+def test_optimizer_dict_names_only_roles_and_omitted_roles_get_the_default():
     gan = StepModel(step="gan")
-    with pytest.raises(ValueError, match=r"Missing: \['discriminator'\]; unknown: none"):
-        gan.compile(optimizer={"generator": "adam"})
-    with pytest.raises(ValueError, match=r"unknown: \['critic'\]"):
+    gan.compile(optimizer={"generator": keras.optimizers.SGD(0.1)})
+    assert isinstance(gan.optimizers["generator"], keras.optimizers.SGD)
+    default = gan.optimizers["discriminator"]
+    assert isinstance(default, keras.optimizers.Adam)
+    assert float(default.learning_rate) == pytest.approx(3e-4)
+    with pytest.raises(ValueError, match=r"unknown role\(s\) \['critic'\]. Its optimizer roles: "
+                                         r"generator, discriminator"):
         gan.compile(optimizer={"generator": "adam", "discriminator": "adam", "critic": "sgd"})
-    with pytest.raises(ValueError, match="each with its own optimizer"):
+    with pytest.raises(ValueError, match=r"each with its own optimizer: pass optimizer="
+                                         r"\{'generator': \.\.\., 'discriminator': \.\.\.\}"):
         gan.compile(optimizer=keras.optimizers.Adam())
     shared = keras.optimizers.Adam()
     with pytest.raises(ValueError, match="same optimizer instance"):

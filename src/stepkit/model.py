@@ -177,8 +177,9 @@ class StepModel(keras.Model):
             self._step_loss = losses.get(loss if loss is not None else step.default_loss())
         elif loss is not None:
             raise ValueError(
-                f"Step {step.name!r} takes no `loss` in compile(): its loss comes from its "
-                f"config. Received: loss={loss!r}. Set it with config=... instead."
+                f"Step {step.name!r} takes no `loss` in compile(): the step computes its own "
+                f"losses (see `stepkit info {step.name}` for what its config can change). "
+                f"Received: loss={loss!r}. Remove loss= from compile()."
             )
         if (metrics or weighted_metrics) and not step.uses_compile_metrics:
             raise ValueError(
@@ -224,7 +225,15 @@ class StepModel(keras.Model):
         if optimizer is None:
             spec = dict(self.step.default_optimizers())
         elif isinstance(optimizer, Mapping):
-            spec = dict(optimizer)
+            unknown = [r for r in optimizer if r not in roles]
+            if unknown:
+                raise ValueError(
+                    f"The optimizer dict for step {self.step.name!r} names unknown role(s) "
+                    f"{unknown}. Its optimizer roles: {', '.join(roles)} (roles left out get "
+                    f"the step's default). Received keys: {list(optimizer)}."
+                )
+            defaults = self.step.default_optimizers()
+            spec = {r: optimizer[r] if r in optimizer else defaults.get(r) for r in roles}
         elif len(roles) == 1:
             spec = {roles[0]: optimizer}
         elif isinstance(optimizer, str):
@@ -232,16 +241,16 @@ class StepModel(keras.Model):
         else:
             raise ValueError(
                 f"Step {self.step.name!r} trains {len(roles)} roles ({', '.join(roles)}), each "
-                f"with its own optimizer: pass optimizer={{{', '.join(map(repr, roles))}: ...}} "
-                f"or an optimizer name. Received: optimizer={optimizer!r}."
+                "with its own optimizer: pass optimizer={"
+                + ", ".join(f"{r!r}: ..." for r in roles)
+                + "} (roles left out get the step's default) or an optimizer name. "
+                f"Received: optimizer={optimizer!r}."
             )
-        missing = [r for r in roles if r not in spec]
-        unknown = [r for r in spec if r not in roles]
-        if missing or unknown:
-            raise ValueError(
-                f"The optimizer dict for step {self.step.name!r} must name exactly its roles "
-                f"({', '.join(roles)}). Missing: {missing or 'none'}; unknown: "
-                f"{unknown or 'none'}. Received keys: {list(spec)}."
+        missing = [r for r in roles if spec.get(r) is None]
+        if missing:
+            raise StepDefinitionError(
+                f"Step {self.step.name!r}: default_optimizers() has no optimizer for role(s) "
+                f"{missing}; pass compile(optimizer={{...}}) naming them."
             )
         resolved = {role: keras.optimizers.get(spec[role]) for role in roles}
         ids = [id(o) for o in resolved.values()]
@@ -318,7 +327,11 @@ class StepModel(keras.Model):
         unbuilt = [r for r, n in self._networks.items() if not n.built]
         if unbuilt:
             raise StepDefinitionError(
-                f"Step {self.step.name!r}: build() left network(s) {unbuilt} unbuilt."
+                f"Step {self.step.name!r}: network(s) {unbuilt} were not built from the first "
+                f"batch ({batch.describe()}). The step must say what each role is called on: "
+                "return every role from build_inputs(batch) (e.g. {'generator': "
+                "keras.KerasTensor((None, latent_dim)), 'discriminator': batch.x}), or "
+                "override build(). Or pass networks that are already built."
             )
         self._build_batch = batch
         self._finish_build()

@@ -215,15 +215,26 @@ class Step:
     def check_data(self, batch: Batch) -> None:
         """Raise :class:`DataStructureError` if ``batch`` (symbolic) does not fit the step."""
 
+    def build_inputs(self, batch: Batch) -> Mapping[str, Any]:
+        """What each role's network is called on, as symbolic tensors, from a symbolic batch.
+
+        The default: the first role takes the data's inputs ``batch.x``. A step
+        with several networks returns one entry per role, e.g. a GAN
+        ``{"generator": keras.KerasTensor((None, latent_dim)),
+        "discriminator": batch.x}``. Each value is the one argument the network
+        is called with (a structure, such as a tuple, for a multi-input network).
+        """
+        return {self.roles[0]: batch.x}
+
     def build(self, ctx: StepContext, batch: Batch) -> None:
         """Create every network's variables from a symbolic ``batch``.
 
-        The default builds the first role on ``batch.x`` (a network that takes
-        the data's inputs). Steps whose roles take other inputs (a generator
-        takes latent vectors) override it and call
-        ``ctx.build_network(role, inputs)`` for each role.
+        The default calls each network on its :meth:`build_inputs` (networks
+        already built are left alone); override it only when a network must be
+        built some other way.
         """
-        ctx.build_network(self.roles[0], batch.x)
+        for role, inputs in self.build_inputs(batch).items():
+            ctx.build_network(role, inputs)
 
     def call_spec(self, batch: Batch) -> Any:
         """The symbolic inputs of ``model(inputs)`` / ``model.predict``, from a symbolic batch.

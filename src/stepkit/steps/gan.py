@@ -107,9 +107,8 @@ class GAN(Step):
                 "discriminator": dcgan_discriminator(shape)}
         return {role: made[role] for role in missing}
 
-    def build(self, ctx: StepContext, batch: Batch) -> None:
-        ctx.build_network("generator", keras.KerasTensor((None, self.config.latent_dim)))
-        ctx.build_network("discriminator", batch.x)
+    def build_inputs(self, batch: Batch):
+        return {"generator": self.call_spec(batch), "discriminator": batch.x}
 
     def call_spec(self, batch: Batch):
         return keras.KerasTensor((None, self.config.latent_dim))

@@ -58,7 +58,7 @@ class HandWritten(keras.Model):
             with tf.GradientTape() as tape:
                 loss = ops.mean(ops.square(self(x, training=True) - y))
             grads = tape.gradient(loss, self.trainable_variables)
-            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
         return {"loss": loss}
 
 

@@ -8,10 +8,10 @@ from types import MappingProxyType
 from typing import Any
 
 import keras
-from keras.src.saving import serialization_lib
 from keras.src.trainers.trainer import Trainer
 
-from stepkit import backend, losses
+from stepkit import backend
+from stepkit.compiling import CompileMixin
 from stepkit.config import structure_config, unstructure_config
 from stepkit.context import StepContext
 from stepkit.errors import DataStructureError, StepDefinitionError
@@ -20,25 +20,13 @@ from stepkit.registry import get_step
 from stepkit.resume import with_resume
 from stepkit.rng import StepSeedGenerator
 from stepkit.step import Batch, Step
-from stepkit.trackers import StepTrackers
+from stepkit.trackers import MetricsMixin, StepTrackers
 
 
 def _symbolic(v: Any) -> Any:
     if v is None:
         return None
     return keras.KerasTensor(tuple(v.shape), keras.backend.standardize_dtype(v.dtype))
-
-
-def _dtype_policies(layer: Any) -> list[Any]:
-    """The dtype policies of ``layer`` and of every layer inside it."""
-    found = [layer.dtype_policy]
-    for sub in getattr(layer, "layers", None) or ():
-        found.extend(_dtype_policies(sub))
-    return found
-
-
-def _metric_label(metric: Any) -> str:
-    return f"{type(metric).__name__}(name={metric.name!r})"
 
 
 def _from_spec(v: Any) -> Any:
@@ -52,7 +40,7 @@ def _from_spec(v: Any) -> Any:
 
 
 @keras.saving.register_keras_serializable(package="stepkit")
-class StepModel(keras.Model):
+class StepModel(CompileMixin, MetricsMixin, keras.Model):
     """A Keras model whose ``train_step`` and ``test_step`` are a step plugin's.
 
     Args:
@@ -157,119 +145,6 @@ class StepModel(keras.Model):
             )
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    # ------------------------------------------------------------ compile
-
-    def compile(self, optimizer: Any = None, loss: Any = None, loss_weights: Any = None,
-                metrics: Any = None, weighted_metrics: Any = None, run_eagerly: bool = False,
-                steps_per_execution: int = 1, jit_compile: Any = "auto",
-                auto_scale_loss: bool = True) -> None:
-        """Like ``keras.Model.compile``; ``optimizer`` may be a dict from role to optimizer.
-
-        Omitted optimizers and loss come from the step's defaults.
-        """
-        step = self.step
-        optimizers = self._resolve_optimizers(optimizer)
-        keras_loss = None
-        self._step_loss = None
-        if step.loss_kind == "keras":
-            keras_loss = loss if loss is not None else step.default_loss()
-        elif step.loss_kind == "step":
-            self._step_loss = losses.get(loss if loss is not None else step.default_loss())
-        elif loss is not None:
-            raise ValueError(
-                f"Step {step.name!r} takes no `loss` in compile(): the step computes its own "
-                f"losses (see `stepkit info {step.name}` for what its config can change). "
-                f"Received: loss={loss!r}. Remove loss= from compile()."
-            )
-        if (metrics or weighted_metrics) and not step.uses_compile_metrics:
-            raise ValueError(
-                f"Step {step.name!r} does not use compile metrics (it reports "
-                f"{', '.join(step.tracked)}). Received: metrics={metrics!r}, "
-                f"weighted_metrics={weighted_metrics!r}."
-            )
-        roles = step.trained_roles()
-        # Loss scaling is decided per role below, not by Keras for the first role only.
-        super().compile(optimizer=optimizers[roles[0]], loss=keras_loss,
-                        loss_weights=loss_weights, metrics=metrics,
-                        weighted_metrics=weighted_metrics, run_eagerly=run_eagerly,
-                        steps_per_execution=steps_per_execution, jit_compile=jit_compile,
-                        auto_scale_loss=False)
-        self._role_optimizers = {
-            role: self._with_loss_scaling(role, optimizers[role], auto_scale_loss)
-            for role in roles}
-        self.optimizer = self._role_optimizers[roles[0]]
-        if "loss" not in step.tracked:
-            self._loss_tracker = None
-        self._compile_config = serialization_lib.SerializableDict(
-            optimizer=optimizers, loss=loss, loss_weights=loss_weights, metrics=metrics,
-            weighted_metrics=weighted_metrics, run_eagerly=run_eagerly,
-            steps_per_execution=steps_per_execution, jit_compile=self.jit_compile,
-            auto_scale_loss=auto_scale_loss)
-        if self.built:
-            self._build_optimizers()
-
-    def _with_loss_scaling(self, role: str, optimizer: Any, auto_scale_loss: bool) -> Any:
-        # Every role's optimizer is a LossScaleOptimizer exactly once when its network
-        # computes in float16 (the global policy, or the network's own policy).
-        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or not auto_scale_loss:
-            return optimizer
-        net = self._networks.get(role)
-        policies = [self.dtype_policy, *([] if net is None else _dtype_policies(net))]
-        if any(p.compute_dtype == "float16" for p in policies):
-            return keras.optimizers.LossScaleOptimizer(optimizer,
-                                                      name=f"{role}_loss_scale_optimizer")
-        return optimizer
-
-    def _resolve_optimizers(self, optimizer: Any) -> dict[str, Any]:
-        roles = self.step.trained_roles()
-        if optimizer is None:
-            spec = dict(self.step.default_optimizers())
-        elif isinstance(optimizer, Mapping):
-            unknown = [r for r in optimizer if r not in roles]
-            if unknown:
-                raise ValueError(
-                    f"The optimizer dict for step {self.step.name!r} names unknown role(s) "
-                    f"{unknown}. Its optimizer roles: {', '.join(roles)} (roles left out get "
-                    f"the step's default). Received keys: {list(optimizer)}."
-                )
-            defaults = self.step.default_optimizers()
-            spec = {r: optimizer[r] if r in optimizer else defaults.get(r) for r in roles}
-        elif len(roles) == 1:
-            spec = {roles[0]: optimizer}
-        elif isinstance(optimizer, str):
-            spec = {role: optimizer for role in roles}  # a fresh optimizer per role
-        else:
-            raise ValueError(
-                f"Step {self.step.name!r} trains {len(roles)} roles ({', '.join(roles)}), each "
-                "with its own optimizer: pass optimizer={"
-                + ", ".join(f"{r!r}: ..." for r in roles)
-                + "} (roles left out get the step's default) or an optimizer name. "
-                f"Received: optimizer={optimizer!r}."
-            )
-        missing = [r for r in roles if spec.get(r) is None]
-        if missing:
-            raise StepDefinitionError(
-                f"Step {self.step.name!r}: default_optimizers() has no optimizer for role(s) "
-                f"{missing}; pass compile(optimizer={{...}}) naming them."
-            )
-        resolved = {role: keras.optimizers.get(spec[role]) for role in roles}
-        ids = [id(o) for o in resolved.values()]
-        if len(set(ids)) != len(ids):
-            raise ValueError(
-                "The same optimizer instance was given for several roles; each role needs its "
-                "own optimizer (its own slots and iterations). Pass separate instances."
-            )
-        return resolved
-
-    def get_compile_config(self) -> dict[str, Any]:
-        if self.compiled and hasattr(self, "_compile_config"):
-            return self._compile_config.serialize()
-        return {}
-
-    def compile_from_config(self, config: dict[str, Any]) -> None:
-        config = serialization_lib.deserialize_keras_object(config)
-        self.compile(**config)
-
     # ------------------------------------------------------------ building
 
     def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
@@ -349,53 +224,6 @@ class StepModel(keras.Model):
         if self.compiled:
             self._build_optimizers()
 
-    def _build_optimizers(self) -> None:
-        for role, opt in self._role_optimizers.items():
-            variables = self._variables_for(role)
-            if not opt.built and variables:  # a frozen role's optimizer builds when it trains
-                opt.build(variables)
-
-    def _check_metric_names(self) -> None:
-        # Keras itself makes compile metric names unique (output-name prefixes,
-        # `weighted_`, `_1`); only two different values under one log key shadow.
-        owner: dict[str, Any] = {}
-        for m in self.metrics:
-            if m is self._compile_metrics and m.built:
-                keys = list(m.result())
-            else:
-                keys = [m.name]
-            for key in keys:
-                if key in owner and owner[key] is not m:
-                    raise ValueError(
-                        f"Two different values would be logged as {key!r} for step "
-                        f"{self.step.name!r} (one shadows the other): "
-                        f"{_metric_label(owner[key])} and {_metric_label(m)}. The step "
-                        f"tracks {list(self.step.tracked)}; rename the compile metric "
-                        "(e.g. keras.metrics.MeanSquaredError(name=...))."
-                    )
-                owner[key] = m
-
-    @property
-    def metrics(self) -> list[Any]:
-        """Keras' metrics, plus the metrics the networks hold themselves.
-
-        ``keras.Model`` skips the metrics of nested models; a network's own
-        trackers (created in a subclassed network) are reported as Keras
-        reports them for that network alone.
-        """
-        found = list(super().metrics)
-        known = {id(m) for m in found}
-        for net in self.__dict__.get("_networks", {}).values():
-            if not isinstance(net, keras.Model):
-                continue  # a plain layer's metrics are already in super().metrics
-            compiled = {id(getattr(net, a, None)) for a in
-                        ("_loss_tracker", "_compile_metrics", "_compile_loss")}
-            for m in net.metrics:
-                if id(m) not in known and id(m) not in compiled:
-                    found.append(m)
-                    known.add(id(m))
-        return found
-
     @property
     def weights(self) -> list[Any]:
         """The networks' weights, then the framework's own (step counter, RNG, step state).
@@ -434,29 +262,8 @@ class StepModel(keras.Model):
 
     # ------------------------------------------------------------ the step
 
-    def _optimizer_for(self, role: str) -> Any:
-        opts = getattr(self, "_role_optimizers", None)
-        if not opts:
-            raise RuntimeError("The model is not compiled: call compile() before training.")
-        if role not in opts:
-            raise StepDefinitionError(
-                f"Step {self.step.name!r} asked for optimizer {role!r}; its optimizer roles are "
-                f"{list(opts)}."
-            )
-        return opts[role]
-
     def _variables_for(self, role: str) -> list[Any]:
         return self.step.trainable_variables(self._ctx, role)
-
-    def _tracker_for(self, name: str) -> Any:
-        if name == "loss" and "loss" in self.step.tracked:
-            return self._loss_tracker
-        if name in self._step_trackers:
-            return self._step_trackers[name]
-        raise StepDefinitionError(
-            f"Step {self.step.name!r} tracked {name!r}, which is not in its `tracked` names "
-            f"{list(self.step.tracked)}. Add it to `tracked`."
-        )
 
     def _add_step_state(self, name: str, shape: Any, dtype: str, initializer: Any) -> Any:
         if name in self._step_state:

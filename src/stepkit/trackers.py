@@ -18,6 +18,8 @@ from typing import Any
 import keras
 from keras.src.trainers.compile_utils import MetricsList
 
+from stepkit.errors import StepDefinitionError
+
 DIRECTIONS = ("up", "down")
 
 
@@ -57,3 +59,62 @@ class StepTrackers(MetricsList):
 
     def result(self) -> dict[str, Any]:
         return {m.name: m.result() for m in self.metrics}
+
+
+def _metric_label(metric: Any) -> str:
+    return f"{type(metric).__name__}(name={metric.name!r})"
+
+
+class MetricsMixin:
+    """Logged names of :class:`stepkit.StepModel`: Keras' rules, plus the networks' metrics."""
+
+    def _check_metric_names(self) -> None:
+        # Keras itself makes compile metric names unique (output-name prefixes,
+        # `weighted_`, `_1`); only two different values under one log key shadow.
+        owner: dict[str, Any] = {}
+        for m in self.metrics:
+            if m is self._compile_metrics and m.built:
+                keys = list(m.result())
+            else:
+                keys = [m.name]
+            for key in keys:
+                if key in owner and owner[key] is not m:
+                    raise ValueError(
+                        f"Two different values would be logged as {key!r} for step "
+                        f"{self.step.name!r} (one shadows the other): "
+                        f"{_metric_label(owner[key])} and {_metric_label(m)}. The step "
+                        f"tracks {list(self.step.tracked)}; rename the compile metric "
+                        "(e.g. keras.metrics.MeanSquaredError(name=...))."
+                    )
+                owner[key] = m
+
+    @property
+    def metrics(self) -> list[Any]:
+        """Keras' metrics, plus the metrics the networks hold themselves.
+
+        ``keras.Model`` skips the metrics of nested models; a network's own
+        trackers (created in a subclassed network) are reported as Keras
+        reports them for that network alone.
+        """
+        found = list(super().metrics)
+        known = {id(m) for m in found}
+        for net in self.__dict__.get("_networks", {}).values():
+            if not isinstance(net, keras.Model):
+                continue  # a plain layer's metrics are already in super().metrics
+            compiled = {id(getattr(net, a, None)) for a in
+                        ("_loss_tracker", "_compile_metrics", "_compile_loss")}
+            for m in net.metrics:
+                if id(m) not in known and id(m) not in compiled:
+                    found.append(m)
+                    known.add(id(m))
+        return found
+
+    def _tracker_for(self, name: str) -> Any:
+        if name == "loss" and "loss" in self.step.tracked:
+            return self._loss_tracker
+        if name in self._step_trackers:
+            return self._step_trackers[name]
+        raise StepDefinitionError(
+            f"Step {self.step.name!r} tracked {name!r}, which is not in its `tracked` names "
+            f"{list(self.step.tracked)}. Add it to `tracked`."
+        )

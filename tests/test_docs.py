@@ -66,3 +66,15 @@ def test_every_hook_builtin_step_and_subcommand_is_documented():
              if o.startswith("--") and o != "--help"]
     undocumented = [f for f in flags if f"`{f}" not in text]
     assert not undocumented, f"stepkit fit flags missing from the docs: {undocumented}"
+
+
+def test_the_step_contract_reference_names_every_public_member():
+    from stepkit import errors
+    from stepkit.context import StepContext
+    from stepkit.step import Batch, Step
+
+    page = (DOCS / "reference.md").read_text()
+    members = [n for c in (Step, StepContext, Batch) for n in vars(c) if not n.startswith("_")]
+    members += [n for n, o in vars(errors).items() if inspect.isclass(o)]
+    missing = [n for n in members if f"`{n}" not in page]
+    assert not missing, f"not in docs/reference.md: {missing}"

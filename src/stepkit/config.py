@@ -2,11 +2,14 @@
 
 A step's config is a small frozen attrs class with validators at the fields.
 Users may pass an instance or a mapping; mappings are structured here, with
-unknown keys rejected and every error pointing at the bad key (``$.latent_dim``).
+unknown keys rejected (with the closest field name) and every error naming the
+bad key: ``$.latent_dim`` in the message, plain words in ``ConfigError.plain``.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -14,6 +17,7 @@ from typing import Any
 
 import attrs
 import cattrs
+from cattrs.errors import AttributeValidationNote
 from cattrs.v import format_exception
 
 from stepkit.errors import ConfigError
@@ -62,10 +66,63 @@ def make_converter() -> cattrs.Converter:
 converter = make_converter()
 
 
-def _format(exc: BaseException, type_: Any) -> str:
-    if type_ is None and isinstance(exc, (ValueError, TypeError)):
-        return str(exc)  # an attrs validator's message names the field, rule and value
-    return format_exception(exc, type_)
+def _kind(tp: Any) -> str:
+    """A type in words, for "latent_dim must be an int"."""
+    words = {int: "an int", float: "a number", bool: "true or false", str: "a string"}
+    if tp in words:
+        return words[tp]
+    name = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+    return f"of type {name}"
+
+
+def _validator_problem(exc: BaseException, prefix: str) -> tuple[str, str, str]:
+    """(field, plain words, cattrs-style detail) of an attrs validator's error."""
+    args = exc.args
+    message = str(args[0]) if args else str(exc)
+    attribute = args[1] if len(args) > 1 and isinstance(args[1], attrs.Attribute) else None
+    match = re.match(r"^'(\w+)' ", message)
+    name = attribute.name if attribute is not None else (match.group(1) if match else "")
+    path = prefix + name
+    plain = message
+    if attribute is not None and len(args) == 4 and isinstance(args[2], type | tuple):
+        if isinstance(args[2], type):  # instance_of(type)
+            plain = f"{path} must be {_kind(args[2])}, got {args[3]!r}"
+        else:  # in_(options)
+            plain = f"{path} must be one of {', '.join(map(repr, args[2]))}, got {args[3]!r}"
+    elif (rule := re.match(r"^'\w+' must be (.+): (.+)$", message)) is not None:
+        plain = f"{path} must be {rule.group(1)}, got {rule.group(2)}"  # gt, ge, lt, le
+    elif match:
+        plain = f"{path} {message[match.end():]}"
+    return path, plain, f"{message} @ $" + (f".{path}" if path else "")
+
+
+def _problems(exc: BaseException, config_class: type, value: Any,
+              prefix: str = "") -> list[tuple[str, str, str]]:
+    """Every problem in a cattrs error, as (field, plain words, cattrs-style detail)."""
+    fields = [f.name for f in attrs.fields(config_class)] if attrs.has(config_class) else []
+    given = value if isinstance(value, Mapping) else {}
+    found = []
+    subs = exc.exceptions if isinstance(exc, cattrs.ClassValidationError) else [exc]
+    for sub in subs:
+        note = next((n for n in getattr(sub, "__notes__", ())
+                     if isinstance(n, AttributeValidationNote)), None)
+        if isinstance(sub, cattrs.ForbiddenExtraKeysError):
+            for key in sorted(sub.extra_fields):
+                close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                found.append((prefix + key, f"unknown setting {prefix + key!r}{hint}",
+                              f"extra fields found ({key}) @ $" + (f".{prefix[:-1]}" if prefix
+                                                                  else "") + hint))
+        elif note is not None and isinstance(sub, cattrs.ClassValidationError):
+            found += _problems(sub, note.type, given.get(note.name), f"{prefix}{note.name}.")
+        elif note is not None:  # one field could not be structured to its type
+            path = prefix + note.name
+            plain = f"{path} must be {_kind(note.type)}, got {given.get(note.name)!r}"
+            detail = format_exception(sub, note.type)
+            found.append((path, plain, f"{detail} @ $.{path}"))
+        else:  # a validator or converter, run when the class is made
+            found.append(_validator_problem(sub, prefix))
+    return found
 
 
 def structure_config(config_class: type, value: Any, *, step: str = "?") -> Any:
@@ -74,6 +131,9 @@ def structure_config(config_class: type, value: Any, *, step: str = "?") -> Any:
     Raises:
         ConfigError: ``value`` has an unknown key, a value of the wrong type or a
             value a validator rejects; the message names the step and the key path.
+            The error's ``problems`` attribute lists ``(field, message)`` pairs in
+            plain words (``("latent_dim", "latent_dim must be an int, got 'abc'")``),
+            and its ``plain`` attribute is the whole message in those words.
     """
     if value is None:
         value = {}
@@ -91,15 +151,20 @@ def structure_config(config_class: type, value: Any, *, step: str = "?") -> Any:
         )
     try:
         return converter.structure(dict(value), config_class)
-    except cattrs.BaseValidationError as exc:
-        problems = "; ".join(cattrs.transform_error(exc, path="$", format_exception=_format))
-        fields = ", ".join(f.name for f in attrs.fields(config_class))
-        raise ConfigError(
-            f"Invalid config for step {step!r}: {problems}. Fields of "
-            f"{config_class.__name__}: {fields or '(none)'}."
-        ) from None
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"Invalid config for step {step!r}: {exc}.") from None
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        problems = _problems(exc, config_class, value)
+        fields = ", ".join(f.name for f in attrs.fields(config_class)) or "(none)"
+
+        def message(parts: list[str]) -> str:
+            text = "; ".join(parts)
+            end = "" if text.endswith(("?", ".")) else "."
+            return (f"Invalid config for step {step!r}: {text}{end} Fields of "
+                    f"{config_class.__name__}: {fields}.")
+
+        error = ConfigError(message([p[2] for p in problems]))
+        error.problems = [(p[0], p[1]) for p in problems]
+        error.plain = message([p[1] for p in problems])
+        raise error from None
 
 
 def unstructure_config(config: Any) -> dict[str, Any]:

@@ -5,7 +5,8 @@
 - ``None`` or ``"digits"``: scikit-learn's 8x8 handwritten digits (1,797 images,
   shipped inside scikit-learn), scaled to [0, 1] and resized to 28x28x1.
 - a ``.npz`` file with the key ``x`` (images ``(n, h, w[, c])`` or vectors
-  ``(n, d)``) and optionally ``y`` (one integer label per sample).
+  ``(n, d)``) and optionally ``y`` (one integer label per sample; float labels
+  must be whole numbers).
 - a folder of PNG/JPEG images, either flat (no labels) or with one sub-folder
   per class (labels are the sorted sub-folder names' indices).
 - ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``, only when Keras has already
@@ -114,13 +115,18 @@ def load_npz(path: str | os.PathLike) -> Data:
     if not path.is_file():
         raise DataError(f"Data file {str(path)!r} does not exist. Expected a .npz file with "
                         "key 'x' (and optionally 'y').")
+    expected = ("Expected a file written by numpy.savez(path, x=samples, y=labels) with key "
+                "'x' (and optionally 'y').")
+    what = _not_npz(path)
+    if what:
+        raise DataError(f"Data file {str(path)!r} is not a readable .npz file: {what}. "
+                        f"{expected}")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except Exception as exc:  # noqa: BLE001 - any failure means a malformed file
         raise DataError(f"Data file {str(path)!r} is not a readable .npz file ({exc}). "
-                        "Expected a file written by numpy.savez with key 'x' "
-                        "(and optionally 'y').") from None
+                        f"{expected}") from None
     if "x" not in arrays:
         raise DataError(f"Data file {str(path)!r} has no key 'x'. Received keys: "
                         f"{sorted(arrays) or '(none)'}. Expected keys: 'x' (samples) and "
@@ -135,8 +141,47 @@ def load_npz(path: str | os.PathLike) -> Data:
             raise DataError(f"Data file {str(path)!r}: 'y' must hold one label per sample "
                             f"of 'x'. Received x of shape {x.shape} and y of shape "
                             f"{arrays['y'].shape}.")
-        y = y.reshape(-1).astype("int64")
+        y = _integer_labels(y.reshape(-1), str(path))
     return Data(_scale(x), y, str(path))
+
+
+def _not_npz(path: Path) -> str | None:
+    """What ``path`` holds instead of a zip archive (what numpy.savez writes), or ``None``."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return None
+    if head.startswith(b"\x93NUMPY"):
+        return "it is a single .npy array (numpy.save); save with numpy.savez instead"
+    if not head:
+        return "it is empty"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is not the zip archive numpy.savez writes"
+    first = text.strip().splitlines()[0][:40] if text.strip() else ""
+    return f"it holds text ({first!r}...), not the zip archive numpy.savez writes"
+
+
+def _integer_labels(y: np.ndarray, where: str) -> np.ndarray:
+    """``y`` as int64 class indices; float labels must already be whole numbers."""
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+        raise DataError(f"Data file {where!r}: 'y' must hold integer class labels. Received "
+                        f"dtype {y.dtype}.")
+    if np.issubdtype(y.dtype, np.floating):
+        bad = y[~np.isfinite(y) | (y != np.round(y))]
+        if bad.size:
+            raise DataError(
+                f"Data file {where!r}: 'y' holds non-integer values (e.g. {bad[0].item()!r}); "
+                "stepkit fit trains classifiers on integer class labels 0, 1, 2, ... and does "
+                "not round them. Save the class indices as integers, or train on continuous "
+                "targets from Python: StepModel(net, step='supervised') with a regression loss."
+            )
+    y = y.astype("int64")
+    if y.size and y.min() < 0:
+        raise DataError(f"Data file {where!r}: class labels in 'y' must be 0 or more. Received "
+                        f"{int(y.min())}.")
+    return y
 
 
 def load_image_folder(path: str | os.PathLike, image_size: int | None = 28) -> Data:
@@ -215,9 +260,63 @@ def load_keras_dataset(name: str) -> Data:
     return Data(_as_images(_scale(x), name), y.astype("int64").reshape(-1), name)
 
 
+def read_data(spec: str | os.PathLike | None = None, *,
+              image_size: int | None = 28) -> Data:
+    """Read the data ``spec`` names (see the module docstring), as stored.
+
+    Raises:
+        DataError: the file or folder is missing or malformed, or a Keras dataset
+            is not cached.
+    """
+    name = None if spec is None else os.fspath(spec)
+    if name in (None, "", "digits"):
+        x, y = load_digits(image_size)
+        return Data(x, y, "digits (scikit-learn)")
+    if name in KERAS_DATASETS:
+        return load_keras_dataset(name)
+    if os.path.isdir(name):
+        return load_image_folder(name, image_size)
+    if name.endswith(".npz") or os.path.exists(name):
+        return load_npz(name)
+    raise DataError(
+        f"Data {name!r} does not exist. --data takes 'digits' (the default), a .npz file "
+        f"(keys 'x' and optional 'y'), an image folder, or a cached Keras dataset "
+        f"({', '.join(KERAS_DATASETS)})."
+    )
+
+
+def prepare_data(data: Data, *, kind: str = "images", limit: int | None = None) -> Data:
+    """``data`` in the shape ``kind`` wants, cut to its first ``limit`` samples.
+
+    Raises:
+        DataError: an unknown kind, vectors for an image step, or no labels for
+            ``"labeled-images"``.
+    """
+    if kind not in DATA_KINDS:
+        raise DataError(f"Unknown data kind {kind!r}. Valid kinds: {', '.join(DATA_KINDS)}.")
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be a positive number of samples. Received: {limit!r}.")
+    x, y = data.x, data.y
+    if limit is not None:
+        x, y = x[:limit], None if y is None else y[:limit]
+    if kind == "vectors":
+        x = x.reshape(len(x), -1)
+    elif x.ndim == 2:
+        raise DataError(f"{data.source}: this step trains on images, but 'x' holds vectors of "
+                        f"shape {x.shape}. Save images as (n, height, width[, channels]).")
+    else:
+        x = _as_images(x, data.source)
+    if kind == "labeled-images" and y is None:
+        raise DataError(f"{data.source}: this step needs labels, and the data has none. Add "
+                        "'y' to the .npz file, or use one sub-folder per class.")
+    return Data(x, y, data.source)
+
+
 def load_data(spec: str | os.PathLike | None = None, *, kind: str = "images",
               image_size: int | None = 28, limit: int | None = None) -> Data:
     """Load the data ``spec`` names (see the module docstring) in the shape ``kind`` wants.
+
+    The same as ``prepare_data(read_data(spec, image_size=...), kind=..., limit=...)``.
 
     Args:
         spec: ``None``/``"digits"``, a ``.npz`` path, an image folder or a cached
@@ -236,33 +335,4 @@ def load_data(spec: str | os.PathLike | None = None, *, kind: str = "images",
         raise DataError(f"Unknown data kind {kind!r}. Valid kinds: {', '.join(DATA_KINDS)}.")
     if limit is not None and limit < 1:
         raise DataError(f"limit must be a positive number of samples. Received: {limit!r}.")
-    name = None if spec is None else os.fspath(spec)
-    if name in (None, "", "digits"):
-        x, y = load_digits(image_size)
-        data = Data(x, y, "digits (scikit-learn)")
-    elif name in KERAS_DATASETS:
-        data = load_keras_dataset(name)
-    elif os.path.isdir(name):
-        data = load_image_folder(name, image_size)
-    elif name.endswith(".npz") or os.path.exists(name):
-        data = load_npz(name)
-    else:
-        raise DataError(
-            f"Data {name!r} does not exist. --data takes 'digits' (the default), a .npz file "
-            f"(keys 'x' and optional 'y'), an image folder, or a cached Keras dataset "
-            f"({', '.join(KERAS_DATASETS)})."
-        )
-    x, y = data.x, data.y
-    if limit is not None:
-        x, y = x[:limit], None if y is None else y[:limit]
-    if kind == "vectors":
-        x = x.reshape(len(x), -1)
-    elif x.ndim == 2:
-        raise DataError(f"{data.source}: this step trains on images, but 'x' holds vectors of "
-                        f"shape {x.shape}. Save images as (n, height, width[, channels]).")
-    else:
-        x = _as_images(x, data.source)
-    if kind == "labeled-images" and y is None:
-        raise DataError(f"{data.source}: this step needs labels, and the data has none. Add "
-                        "'y' to the .npz file, or use one sub-folder per class.")
-    return Data(x, y, data.source)
+    return prepare_data(read_data(spec, image_size=image_size), kind=kind, limit=limit)

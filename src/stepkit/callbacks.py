@@ -21,6 +21,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from stepkit.pictures import add_label, plot_history
+
 
 def image_grid(images: Any, cols: int | None = None, value_range: tuple[float, float] = (0, 1),
                pad: int = 1) -> np.ndarray:
@@ -52,13 +54,19 @@ def image_grid(images: Any, cols: int | None = None, value_range: tuple[float, f
 
 
 def save_image_grid(images: Any, path: str | os.PathLike, cols: int | None = None,
-                    value_range: tuple[float, float] = (0, 1), scale: int = 2) -> Path:
-    """Save ``images`` as one PNG grid at ``path`` (each pixel repeated ``scale`` times)."""
+                    value_range: tuple[float, float] = (0, 1), scale: int = 2,
+                    label: str | None = None) -> Path:
+    """Save ``images`` as one PNG grid at ``path`` (each pixel repeated ``scale`` times).
+
+    ``label`` (e.g. ``"epoch 3"``) is written in a white strip above the tiles.
+    """
     import matplotlib.image
 
     grid = image_grid(images, cols, value_range)
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    if label:
+        grid = add_label(grid, label)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if grid.shape[-1] == 1:
@@ -83,6 +91,8 @@ class SampleGrid(keras.callbacks.Callback):
         every: save after every ``every`` epochs (and after the last one).
         filename: name of each file, formatted with ``epoch`` (1-based).
         value_range: the range of the generated pixel values, mapped to black-white.
+        label: a caption above each grid, formatted with ``epoch`` (e.g.
+            ``"epoch {epoch}"``); ``None`` for none.
 
     Attributes:
         paths: the files written so far, in order.
@@ -98,7 +108,8 @@ class SampleGrid(keras.callbacks.Callback):
     def __init__(self, out_dir: str | os.PathLike, num_samples: int = 64,
                  latent_dim: int | None = None, seed: int = 0, every: int = 1,
                  filename: str = "epoch-{epoch:03d}.png",
-                 value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+                 value_range: tuple[float, float] = (0.0, 1.0),
+                 label: str | None = None) -> None:
         super().__init__()
         if num_samples < 1 or every < 1:
             raise ValueError(f"num_samples and every must be positive. Received: "
@@ -110,6 +121,7 @@ class SampleGrid(keras.callbacks.Callback):
         self.every = every
         self.filename = filename
         self.value_range = value_range
+        self.label = label
         self.paths: list[Path] = []
         self._z: np.ndarray | None = None
         self._epochs: int | None = None
@@ -148,7 +160,8 @@ class SampleGrid(keras.callbacks.Callback):
         """Predict the fixed samples now and write the grid for ``epoch``."""
         images = self.model.predict(self.latent_vectors(), verbose=0)
         path = save_image_grid(images, self.out_dir / self.filename.format(epoch=epoch),
-                               value_range=self.value_range)
+                               value_range=self.value_range,
+                               label=self.label.format(epoch=epoch) if self.label else None)
         self.paths.append(path)
         return path
 
@@ -178,6 +191,8 @@ def is_generative(step_class: Any) -> bool:
 class HistoryFiles(keras.callbacks.Callback):
     """Write the history so far after every epoch: ``history.csv``, ``history.json``, ``loss.png``.
 
+    ``title`` (e.g. the step's name) heads the loss plot.
+
     Records of an earlier run in ``out_dir`` (a resumed run) are kept up to the
     epoch this run starts from. An epoch stopped early (Ctrl-C) is written with
     the means over the batches it ran.
@@ -187,10 +202,12 @@ class HistoryFiles(keras.callbacks.Callback):
         model.fit(x, y, epochs=5, callbacks=[HistoryFiles("run")])
     """
 
-    def __init__(self, out_dir: str | os.PathLike, plot: bool = True) -> None:
+    def __init__(self, out_dir: str | os.PathLike, plot: bool = True,
+                 title: str | None = None) -> None:
         super().__init__()
         self.out_dir = Path(out_dir)
         self.plot = plot
+        self.title = title
         self.records: list[dict[str, Any]] = []
 
     @property
@@ -217,38 +234,11 @@ class HistoryFiles(keras.callbacks.Callback):
             writer.writerows(self.records)
         if self.plot and self.records:
             try:
-                plot_history(self.records, self.out_dir / "loss.png")
+                plot_history(self.records, self.out_dir / "loss.png", title=self.title)
             except ImportError:
                 self.plot = False
                 print("stepkit: matplotlib is not installed; no loss.png "
                       "(pip install matplotlib).", file=sys.stderr)
-
-
-def plot_history(records: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """A PNG of every logged value per epoch: losses left, other metrics right."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    names = [k for k in dict.fromkeys(k for r in records for k in r)
-             if k != "epoch" and not k.startswith("val_")]
-    groups = [[n for n in names if "loss" in n], [n for n in names if "loss" not in n]]
-    groups = [g for g in groups if g]
-    fig = Figure(figsize=(5 * len(groups), 3.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    epochs = [r["epoch"] for r in records]
-    for i, group in enumerate(groups):
-        ax = fig.add_subplot(1, len(groups), i + 1)
-        for name in group:
-            ax.plot(epochs, [r.get(name, np.nan) for r in records], marker=".", label=name)
-            if any(f"val_{name}" in r for r in records):
-                ax.plot(epochs, [r.get(f"val_{name}", np.nan) for r in records], "--",
-                        label=f"val_{name}")
-        ax.set_xlabel("epoch")
-        ax.legend()
-        ax.grid(alpha=0.3)
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    return path
 
 
 class StopOnInterrupt(keras.callbacks.Callback):

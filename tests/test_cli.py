@@ -19,9 +19,9 @@ from stepkit.cli import main  # noqa: E402
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
 
-def run_cli(*args, env=None, timeout=240):
+def run_cli(*args, env=None, timeout=240, cwd=None):
     return subprocess.run([sys.executable, "-m", "stepkit", *map(str, args)], env=env or ENV,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def fit_args(out, *extra, step="gan"):

@@ -35,12 +35,25 @@ def _type_name(tp: Any) -> str:
 
 
 def _field_docs(cls: type) -> dict[str, str]:
-    """Descriptions from the ``Attributes:`` section of a Google-style docstring."""
+    """Descriptions from the ``Attributes:`` sections of ``cls``'s and its bases' docstrings.
+
+    A subclass's own description of a field wins; fields it does not describe keep
+    the description of the base class that does.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is not object:
+            docs.update(_attributes_section(klass.__dict__.get("__doc__")))
+    return docs
+
+
+def _attributes_section(doc: str | None) -> dict[str, str]:
+    """``{name: description}`` from the ``Attributes:`` section of one Google-style docstring."""
     import inspect
     import re
 
     docs, current, inside = {}, None, False
-    for line in inspect.cleandoc(cls.__doc__ or "").splitlines():
+    for line in inspect.cleandoc(doc or "").splitlines():
         if line.strip() == "Attributes:":
             inside = True
             continue
@@ -74,7 +87,7 @@ def describe_step(name: str) -> dict[str, Any]:
     import attrs
 
     from stepkit.callbacks import is_generative
-    from stepkit.cli import default_preset, has_default_networks
+    from stepkit.cli_settings import default_preset, has_default_networks
     from stepkit.registry import registry
 
     info = registry().info(name)

@@ -58,7 +58,9 @@ def _train_teacher(teacher: Any, train: tuple, settings: dict[str, Any], verbose
 
     teacher.compile(optimizer="adam", metrics=["accuracy"],
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    print(f"stepkit: training the teacher for {settings['epochs']} epochs first", flush=True)
+    n = settings["epochs"]
+    print(f"stepkit: training the teacher for {n} epoch{'s' if n != 1 else ''} first",
+          flush=True)
     teacher.fit(*train, epochs=settings["epochs"], batch_size=settings["batch_size"],
                 verbose=verbose)
 

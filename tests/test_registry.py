@@ -14,7 +14,8 @@ from stepkit import StepDefinitionError, UnknownStepError
 from stepkit.registry import StepRegistry
 
 DATA = Path(__file__).parent / "data"
-PACKAGES = ["stepkit-echo", "stepkit-broken", "stepkit-dup-a", "stepkit-dup-b"]
+PACKAGES = ["stepkit-echo", "stepkit-broken", "stepkit-dup-a", "stepkit-dup-b",
+            "stepkit-twins"]
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +174,40 @@ def test_builtin_step_lookup_imports_no_plugin(site):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
     assert "failed to load" not in proc.stderr
+
+
+def test_two_entry_points_to_one_module_register_it_once(site):
+    # stepkit-twins: entry points twin-a and twin-b both name the module stepkit_twins.
+    proc = run(site, """
+        import json, sys, warnings
+        warnings.simplefilter("error")          # a broken plugin would warn
+        import stepkit
+        from stepkit.registry import registry
+        b = stepkit.get_step("twin-b")
+        loaded = sorted(m for m in sys.modules if m.startswith("stepkit_"))
+        a = stepkit.get_step("twin-a")
+        infos = {n: registry().info(n) for n in ("twin-a", "twin-b")}
+        print(json.dumps({"classes": [a.__qualname__, b.__qualname__], "loaded": loaded,
+                          "plugins": {n: i.plugin for n, i in infos.items()},
+                          "entry_points": {n: i.entry_points for n, i in infos.items()},
+                          "sources": {n: i.source for n, i in infos.items()}}))
+    """, STEPKIT_PLUGINS="stepkit-twins")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["classes"] == ["TwinA", "TwinB"]
+    assert out["loaded"] == ["stepkit_echo", "stepkit_twins"]  # twins subclasses echo's step
+    # each step is named after its own entry point, and both entry points are remembered
+    assert out["plugins"] == {"twin-a": "twin-a", "twin-b": "twin-b"}
+    assert out["entry_points"] == {"twin-a": ["twin-a", "twin-b"], "twin-b": ["twin-a", "twin-b"]}
+    assert out["sources"] == {"twin-a": "stepkit-twins 0.2.0", "twin-b": "stepkit-twins 0.2.0"}
+
+
+def test_stepkit_list_shows_both_steps_of_one_module_and_nothing_broken(site):
+    proc = run(site, "from stepkit.cli import main; main(['list'])",
+               STEPKIT_PLUGINS="stepkit-twins")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("twin-a ") and "stepkit-twins 0.2.0" in line for line in lines)
+    assert any(line.startswith("twin-b ") and "stepkit-twins 0.2.0" in line for line in lines)
+    assert "BROKEN" not in proc.stdout, proc.stdout
+    assert "already registered" not in proc.stdout + proc.stderr

@@ -38,13 +38,33 @@ ENV_STRICT = "STEPKIT_STRICT_PLUGINS"
 
 @attrs.frozen
 class StepInfo:
-    """Where a registered step comes from."""
+    """Where a registered step comes from.
+
+    Attributes:
+        name: the step's name.
+        step_class: the :class:`~stepkit.Step` subclass.
+        plugin: the entry point that loaded it (the one named after the step
+            when several name its module), or the name given to
+            :func:`register_plugin`.
+        distribution: the installed distribution, or None for a plugin
+            registered by hand.
+        version: the distribution's version.
+        entry_points: every ``stepkit`` entry point that names the step's plugin
+            (two steps in one module may each have their own); empty for a plugin
+            registered by hand.
+
+    Example::
+
+        info = stepkit.registry.registry().info("gan")
+        info.source        # 'stepkit 0.1.0'
+    """
 
     name: str
     step_class: type
     plugin: str
     distribution: str | None
     version: str | None
+    entry_points: tuple[str, ...] = ()
 
     @property
     def source(self) -> str:
@@ -61,6 +81,7 @@ class BrokenPlugin:
     distribution: str | None
     version: str | None
     error: str
+    entry_points: tuple[str, ...] = ()
 
 
 def _flag(name: str) -> bool:
@@ -106,6 +127,9 @@ class StepRegistry:
         self._steps: dict[str, StepInfo] = {}
         self._conflicts: dict[str, list[StepInfo]] = {}
         self._broken: list[BrokenPlugin] = []
+        # pluggy name of each loaded plugin -> the entry points naming it, and its steps
+        self._names: dict[str, tuple[str, ...]] = {}
+        self._provides: dict[str, list[str]] = {}
         self._pending = self._entry_points()
         self._all_loaded = False
         self._lock = threading.RLock()
@@ -137,20 +161,43 @@ class StepRegistry:
         return _normalise(name) in self.only or (dist is not None and _normalise(dist) in self.only)
 
     def _load(self, ep: metadata.EntryPoint) -> None:
-        self._pending.remove(ep)
-        dist, version = _dist_of(ep)
+        # Every pending entry point naming the same object (two steps of one module,
+        # one entry point each) is loaded with it: one import, one registration.
+        group = [e for e in self._pending if e.value == ep.value]
+        if not group:  # already loaded with another entry point of its group
+            return
+        for e in group:
+            self._pending.remove(e)
+        names = tuple(e.name for e in group)
+        dist, version = _dist_of(group[0])
         if dist is None and ep.value == "stepkit.steps":
             dist, version = BUILTIN_DISTRIBUTION, _own_version()
         try:
             plugin = ep.load()
-            self.pm.register(plugin, name=f"{ep.name}:{ep.value}")
+            if self.pm.is_registered(plugin):  # another spelling of a loaded entry point
+                self._alias(plugin, names)
+                return
+            self.pm.register(plugin, name=f"{group[0].name}:{ep.value}")
             self.pm.check_pending()
         except Exception as exc:  # noqa: BLE001 - any import error makes a broken plugin
-            self._broken_plugin(ep.name, dist, version, exc)
+            self._broken_plugin(names, dist, version, exc)
             return
-        self._collect(plugin, ep.name, dist, version)
+        self._collect(plugin, names, dist, version)
 
-    def _collect(self, plugin: object, name: str, dist: str | None, version: str | None) -> None:
+    def _alias(self, plugin: object, names: tuple[str, ...]) -> None:
+        """Record more entry points naming an already registered ``plugin``."""
+        key = self.pm.get_name(plugin)
+        if key not in self._names:
+            return
+        self._names[key] = tuple(dict.fromkeys(self._names[key] + names))
+        for step in self._provides.get(key, []):
+            info = self._steps.get(step)
+            if info is not None and info.entry_points:
+                self._steps[step] = self._info(info.step_class, self._names[key],
+                                               info.distribution, info.version)
+
+    def _collect(self, plugin: object, names: tuple[str, ...], dist: str | None,
+                 version: str | None) -> None:
         found: list[type] = []
         impls = [i for i in self.pm.hook.stepkit_register_steps.get_hookimpls()
                  if i.plugin is plugin]
@@ -158,16 +205,29 @@ class StepRegistry:
             for impl in impls:
                 impl.function(register=found.append)
             for step_class in found:
-                _validate(step_class, name)
+                _validate(step_class, names[0])
         except Exception as exc:  # noqa: BLE001
-            self._broken_plugin(name, dist, version, exc)
+            self._broken_plugin(names, dist, version, exc)
             return
+        key = self.pm.get_name(plugin)
+        self._names[key] = names
+        self._provides[key] = [c.name for c in found]
         for step_class in found:
-            self._add(StepInfo(step_class.name, step_class, name, dist, version))
+            self._add(self._info(step_class, names, dist, version))
 
-    def _broken_plugin(self, name, dist, version, exc: BaseException) -> None:
+    @staticmethod
+    def _info(step_class: type, names: tuple[str, ...], dist: str | None,
+              version: str | None) -> StepInfo:
+        # The entry point named after the step, else the first one (or the given name).
+        plugin = step_class.name if step_class.name in names else names[0]
+        entry_points = names if dist is not None else ()
+        return StepInfo(step_class.name, step_class, plugin, dist, version, entry_points)
+
+    def _broken_plugin(self, names: tuple[str, ...], dist, version, exc: BaseException) -> None:
         error = f"{type(exc).__name__}: {exc}"
-        self._broken.append(BrokenPlugin(name, dist, version, error))
+        name = names[0]
+        self._broken.append(BrokenPlugin(name, dist, version, error,
+                                         names if dist is not None else ()))
         where = f"plugin {name!r}" + (f" from {dist} {version}" if dist else "")
         message = (
             f"stepkit: {where} failed to load and was skipped ({error}). Its steps are "
@@ -194,10 +254,12 @@ class StepRegistry:
     def register_plugin(self, plugin: object, name: str | None = None) -> None:
         """Register a plugin object (a module or instance with hookimpls) by hand."""
         with self._lock:
+            if self.pm.is_registered(plugin):  # e.g. a notebook cell run twice
+                return
             name = name or getattr(plugin, "__name__", None) or repr(plugin)
             self.pm.register(plugin, name=name)
             self.pm.check_pending()
-            self._collect(plugin, name, None, None)
+            self._collect(plugin, (name,), None, None)
 
     # ------------------------------------------------------------ queries
 

@@ -24,10 +24,14 @@ class ConformanceError(AssertionError):
 class Sample:
     """A small data sample for the conformance checks.
 
+    Every field may be a NumPy array or a structure of arrays (a dict, tuple or
+    list, as ``keras.tree`` walks it) whose leaves share their first dimension.
+
     Attributes:
-        x: inputs (a NumPy array or a structure of arrays).
+        x: inputs.
         y: targets, or None for steps that train on ``x`` alone (GANs, VAEs).
-        predict_x: what to give ``predict``; defaults to ``x`` (GANs take latent vectors).
+        predict_x: what to give ``predict``; defaults to ``x`` (GANs take latent
+            vectors, a conditional GAN ``{"z": latent, "label": labels}``).
         batch_size: the batch size of every check; pick one that leaves a partial
             last batch, so that epoch means are weighted by batch size.
 
@@ -57,18 +61,23 @@ class Sample:
 
 
 def as_sample(sample: Any) -> Sample:
-    """A :class:`Sample` from a Sample, an array, an ``(x, y)`` tuple, or a callable of those."""
+    """A :class:`Sample` from a Sample, an array or dict ``x``, an ``(x, y)`` tuple, or a callable.
+
+    A tuple is ``(x,)`` or ``(x, y)``; for inputs that are themselves a tuple of
+    arrays, pass ``Sample(x=(a, b), y=...)``.
+    """
     if callable(sample) and not isinstance(sample, np.ndarray):
         sample = sample()
     if isinstance(sample, Sample):
         return sample
     if isinstance(sample, tuple) and len(sample) in (1, 2):
         return Sample(*sample)
-    if isinstance(sample, np.ndarray):
+    if isinstance(sample, np.ndarray | Mapping):
         return Sample(sample)
     raise TypeError(
-        "`sample` must be a stepkit.testing.Sample, an array x, a tuple (x,) or (x, y), or a "
-        f"zero-argument callable returning one of those. Received: {sample!r}."
+        "`sample` must be a stepkit.testing.Sample, an array or dict of arrays x, a tuple (x,) "
+        "or (x, y), or a zero-argument callable returning one of those. "
+        f"Received: {type(sample).__name__} {sample!r:.200}."
     )
 
 
@@ -144,11 +153,16 @@ def fail(check: str, case: Case, message: str) -> None:
 
 
 def expected_names(model: stepkit.StepModel) -> set[str]:
-    """The step's tracked names plus the names of the compile metrics."""
+    """The step's tracked names, the compile metrics and, for several outputs, each one's loss.
+
+    Keras logs ``<output>_loss`` for each output of a model with several
+    outputs (``compile(loss={"a": "mse", "b": "mae"})``), besides ``loss``.
+    """
     names = set(model.step.tracked)
-    compiled = getattr(model, "_compile_metrics", None)
-    if compiled is not None:
-        names |= {m.name for m in getattr(compiled, "metrics", [])}
+    for attr in ("_compile_metrics", "_compile_loss"):
+        compiled = getattr(model, attr, None)
+        if compiled is not None:
+            names |= {m.name for m in getattr(compiled, "metrics", [])}
     return names
 
 

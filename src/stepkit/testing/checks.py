@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ import numpy as np
 
 import stepkit
 from stepkit.config import structure_config, unstructure_config
+from stepkit.testing._children import child_env
 from stepkit.testing._harness import (
     Case,
     ConformanceError,
@@ -38,6 +40,7 @@ from stepkit.testing._harness import (
     expected_names,
     fail,
     iterations,
+    step_class_path,
 )
 from stepkit.testing.execution import (
     check_jit_compile,
@@ -168,13 +171,19 @@ def check_config_roundtrip(case: Case) -> dict:
 
 
 _VERIFY = """
-import json, sys
+import json, pickle, sys
+import keras
 import numpy as np
 import stepkit
 from stepkit.config import unstructure_config
-path, meta_path, arrays_path = sys.argv[1:4]
+path, meta_path, arrays_path, predict_path = sys.argv[1:5]
 meta = json.load(open(meta_path))
+if meta["step_class"]:
+    from stepkit.testing._child import register_class_path
+    register_class_path(meta["step_class"])
 arrays = np.load(arrays_path)
+with open(predict_path, "rb") as f:
+    predict = pickle.load(f)
 m = stepkit.load_model(path)
 got = m.get_weights()
 assert len(got) == meta["n_weights"], ("weight count", len(got), meta["n_weights"])
@@ -184,10 +193,17 @@ assert m.step.name == meta["step"], ("step", m.step.name, meta["step"])
 assert unstructure_config(m.step.config) == meta["config"], ("config", m.step.config)
 its = {r: int(o.iterations) for r, o in m.optimizers.items()}
 assert its == meta["iterations"], ("optimizer iterations", its, meta["iterations"])
-out = m.predict(arrays["predict_x"], verbose=0)
-np.testing.assert_allclose(out, arrays["predict_out"], rtol=1e-5, atol=1e-6)
+out = m.predict(predict["x"], verbose=0)
+keras.tree.assert_same_structure(out, predict["out"])
+for a, b in zip(keras.tree.flatten(out), keras.tree.flatten(predict["out"]), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg="predict() after loading")
 print("STEPKIT-LOAD-OK")
 """
+
+
+def _head(tree: Any, n: int) -> Any:
+    """The first ``n`` rows of every array in ``tree`` (an array or a structure of arrays)."""
+    return keras.tree.map_structure(lambda a: np.asarray(a)[:n], tree)
 
 
 @as_check
@@ -195,28 +211,29 @@ def check_save_load(case: Case) -> dict:
     """Save to ``.keras``; a fresh interpreter's ``stepkit.load_model`` restores it all.
 
     Compares weights, step name, config, every optimizer's ``iterations`` and
-    ``predict``. The step must be installed (found through entry points).
+    ``predict`` on the first 8 rows of ``predict_x`` (an array or a structure of
+    arrays). The fresh interpreter finds an installed step through its entry
+    point, and imports a step registered by hand from its module.
     """
     model = case.model()
     case.fit(model, epochs=1)
-    px = case.sample.predict_x if case.sample.predict_x is not None else case.sample.x
-    px = np.asarray(px)[:8]
+    px = _head(case.sample.predict_x if case.sample.predict_x is not None else case.sample.x, 8)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.keras")
         model.save(path)
         weights = model.get_weights()
-        np.savez(os.path.join(tmp, "arrays.npz"), predict_x=px,
-                 predict_out=model.predict(px, verbose=0),
-                 **{f"w{i}": w for i, w in enumerate(weights)})
+        np.savez(os.path.join(tmp, "arrays.npz"), **{f"w{i}": w for i, w in enumerate(weights)})
+        with open(os.path.join(tmp, "predict.pkl"), "wb") as f:
+            pickle.dump({"x": px, "out": _head(model.predict(px, verbose=0), 8)}, f)
         meta = {"step": case.step, "config": unstructure_config(model.step.config),
-                "iterations": iterations(model), "n_weights": len(weights)}
+                "iterations": iterations(model), "n_weights": len(weights),
+                "step_class": step_class_path(case, "save_load")}
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f)
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         proc = subprocess.run(
-            [sys.executable, "-c", _VERIFY, path, os.path.join(tmp, "meta.json"),
-             os.path.join(tmp, "arrays.npz")],
-            capture_output=True, text=True, env=env, timeout=300)
+            [sys.executable, "-c", _VERIFY, path, *(os.path.join(tmp, n) for n in
+                                                   ("meta.json", "arrays.npz", "predict.pkl"))],
+            capture_output=True, text=True, env=child_env(), timeout=300)
     if proc.returncode != 0 or "STEPKIT-LOAD-OK" not in proc.stdout:
         tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
         fail("save_load", case, f"loading in a fresh interpreter failed:\n{tail}")

@@ -34,6 +34,20 @@ def test_a_step_without_default_networks_is_skipped_with_the_reason(gan_run):
     assert "pass networks={'network': ...}" in gan_run.stdout
 
 
+def test_the_summary_says_what_was_checked_and_what_was_not(gan_run):
+    assert "gan: 3 check(s) run on the generic sample images 8x8x1." in gan_run.stdout
+    assert "supervised: NOTHING CHECKED, 3 check(s) skipped: step 'supervised' needs networks" \
+        in gan_run.stdout
+
+
+def test_a_run_that_checks_nothing_fails(tmp_path):
+    proc = _pytest(tmp_path, "--stepkit-step", "supervised", "--stepkit-checks", "fit,predict")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 skipped" in proc.stdout
+    assert "supervised: NOTHING CHECKED" in proc.stdout
+    assert "this run checked nothing, so it fails (exit status 1)" in proc.stdout
+
+
 def test_without_the_option_the_empty_directory_has_no_tests(tmp_path):
     proc = _pytest(tmp_path)
     assert proc.returncode == 5, proc.stdout[-2000:]  # pytest's "no tests collected"

@@ -5,8 +5,10 @@ with Keras' global dtype policy restored after the test; and the option
 ``--stepkit-step NAME`` (repeatable), which adds one test per conformance check
 of the installed step ``NAME`` on a generic sample (see
 :mod:`stepkit.testing.generic`); ``--stepkit-checks fit,replicas`` picks the
-checks. Importing this module does not import TensorFlow; the checks import it
-when they run.
+checks. A step that no generic sample fits has its checks skipped with the
+reason, and the terminal summary says that nothing was checked for it; when a
+run checks nothing at all, pytest exits with status 1, not 0. Importing this
+module does not import TensorFlow; the checks import it when they run.
 
 Example::
 
@@ -47,6 +49,8 @@ def _checks(config: pytest.Config) -> list[str]:
 
 
 _CASES: dict[str, object] = {}  # step -> its generic case, or why it has none
+_RAN = pytest.StashKey[dict[str, list[str]]]()  # step -> the checks that ran
+_SKIPPED = pytest.StashKey[dict[str, tuple[list[str], str]]]()  # step -> (checks, why)
 
 
 class StepCheckItem(pytest.Item):
@@ -58,16 +62,19 @@ class StepCheckItem(pytest.Item):
 
     def runtest(self) -> None:
         from stepkit.testing import run_conformance
-        from stepkit.testing.generic import NeedsNetworks, generic_case
+        from stepkit.testing.generic import NoGenericSample, generic_case
 
         if self.step not in _CASES:
             try:
                 _CASES[self.step] = generic_case(self.step)
-            except NeedsNetworks as exc:
+            except NoGenericSample as exc:
                 _CASES[self.step] = exc
         case = _CASES[self.step]
-        if isinstance(case, NeedsNetworks):
-            pytest.skip(str(case))
+        if isinstance(case, NoGenericSample):
+            checks, _ = self.config.stash[_SKIPPED].setdefault(self.step, ([], str(case)))
+            checks.append(self.check)
+            pytest.skip(f"NOTHING CHECKED: {case}")
+        self.config.stash[_RAN].setdefault(self.step, []).append(self.check)
         try:
             run_conformance(self.step, case["sample"], checks=[self.check])
         finally:
@@ -100,6 +107,34 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         for check in _checks(config):
             items.append(StepCheckItem.from_parent(session, name=f"stepkit[{step}]::{check}",
                                                    step=step, check=check))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_RAN], config.stash[_SKIPPED] = {}, {}
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    ran, skipped = config.stash[_RAN], config.stash[_SKIPPED]
+    if not ran and not skipped:
+        return
+    tr = terminalreporter
+    tr.write_sep("=", "stepkit conformance kit")
+    for step, checks in ran.items():
+        data = _CASES[step]["data"] if isinstance(_CASES.get(step), dict) else "?"
+        tr.write_line(f"{step}: {len(checks)} check(s) run on the generic sample {data}.")
+    for step, (checks, why) in skipped.items():
+        tr.write_line(f"{step}: NOTHING CHECKED, {len(checks)} check(s) skipped: {why}",
+                      red=True, bold=True)
+    if not ran:
+        tr.write_line("stepkit: this run checked nothing, so it fails (exit status 1).",
+                      red=True, bold=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A --stepkit-step run whose every check was skipped must not look like a pass.
+    if session.config.stash.get(_SKIPPED, None) and not session.config.stash[_RAN] and (
+            exitstatus == pytest.ExitCode.OK):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _restore_policy() -> None:

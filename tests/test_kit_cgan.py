@@ -1,0 +1,71 @@
+"""``pytest --stepkit-step`` on a conditional GAN: labelled images in, a dict to predict().
+
+The test plugin ``tests/data/stepkit-cgan`` declares ``data_kind = "labeled-images"``;
+its ``predict`` takes ``{"z": latent vectors, "label": labels}``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+         "--no-build-isolation", "--target", str(target), str(DATA / "stepkit-cgan")],
+        check=True, capture_output=True)
+    return target
+
+
+def _env(site):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("STEPKIT_") and k != "PYTHONWARNINGS"}
+    return {**env, "PYTHONPATH": str(site), "TF_CPP_MIN_LOG_LEVEL": "3",
+            "STEPKIT_PLUGINS": "stepkit-cgan"}
+
+
+def test_generic_sample_of_a_conditional_gan_has_labels_and_a_dict_to_predict(site):
+    code = textwrap.dedent("""
+        import json
+        import keras
+        from stepkit.testing.generic import generic_case
+        case = generic_case("cgan")
+        s = case["sample"]
+        def describe(t):
+            return keras.tree.map_structure(lambda a: [list(a.shape), str(a.dtype)], t)
+        print(json.dumps({"kind": case["kind"], "x": describe(s.x), "y": describe(s.y),
+                          "predict_x": describe(s.predict_x),
+                          "labels": sorted(set(s.predict_x["label"].tolist()) - set(
+                              s.y.tolist()))}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(site), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["kind"] == "labeled-images"
+    assert out["x"] == [[40, 8, 8, 1], "float32"] and out["y"] == [[40], "int32"]
+    # shaped like the step's call_spec; the labels are ones the sample has
+    assert out["predict_x"] == {"z": [[8, 8], "float32"], "label": [[8], "int32"]}
+    assert out["labels"] == []
+
+
+def test_option_runs_the_checks_on_labelled_images_and_a_structured_predict(site, tmp_path):
+    (tmp_path / "conftest.py").write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+         "--stepkit-step", "cgan", "--stepkit-checks", "fit,predict,save_load"],
+        cwd=tmp_path, env=_env(site), capture_output=True, text=True, timeout=600)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert "3 passed" in out and "skipped" not in out, out[-3000:]
+    assert ("cgan: 3 check(s) run on the generic sample (images 8x8x1, int32 labels 0..9)."
+            in out), out[-3000:]

@@ -66,15 +66,23 @@ def conformance_tests(step: str, sample: Any, networks: Any = None, config: Any 
 
     Put them in a test module with ``globals().update(conformance_tests(...))``.
     ``sample`` may be a callable, so data is made only when a test runs.
-    ``xfail`` maps check names to the reason they are known to fail; those tests
-    are marked ``pytest.mark.xfail(strict=True)``, so a fix makes them fail
-    until the mark is removed.
+    ``checks`` picks the checks (default: all of :data:`CHECK_NAMES`) and
+    ``skip`` leaves some out. ``xfail`` maps check names to why they are known
+    to fail: a reason string (the check may fail with any exception, a crash
+    included), or ``(reason, exception)`` where ``exception`` is an exception
+    class or a tuple of them (``ConformanceError`` for a broken contract, say)
+    and any other exception fails the test. Those tests are marked
+    ``pytest.mark.xfail(strict=True)``, so a fix makes them fail until the mark
+    is removed.
 
     Example::
 
-        globals().update(conformance_tests("vae", sample=make_sample, skip=["jit_compile"]))
+        globals().update(conformance_tests(
+            "vae", sample=make_sample, skip=["jit_compile"],
+            xfail={"multiworker": "hangs on 2 workers, issue 7",
+                   "save_load": ("custom layer not registered", TypeError)}))
     """
-    xfail = dict(xfail or {})
+    xfail = {name: _xfail_mark(name, value) for name, value in dict(xfail or {}).items()}
     names = [n for n in (CHECK_NAMES if checks is None else checks) if n not in set(skip)]
     unknown = [n for n in [*names, *skip, *xfail] if n not in CHECK_NAMES]
     if unknown:
@@ -89,11 +97,26 @@ def conformance_tests(step: str, sample: Any, networks: Any = None, config: Any 
         test.__qualname__ = test.__name__
         test.__doc__ = f"stepkit conformance check {name!r} on step {step!r}."
         if name in xfail:
-            import pytest
-
-            # ConformanceError is an AssertionError; naming it would import Keras here.
-            test = pytest.mark.xfail(raises=AssertionError, reason=xfail[name],
-                                     strict=True)(test)
+            test = xfail[name](test)
         return test
 
     return {f"test_conformance_{n}": make(n) for n in names}
+
+
+def _xfail_mark(name: str, value: Any) -> Any:
+    """``pytest.mark.xfail(strict=True, ...)`` from ``"reason"`` or ``(reason, exception)``."""
+    import pytest
+
+    reason, raises = (value, None) if isinstance(value, str) else (None, None)
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        reason, raises = value
+        types = raises if isinstance(raises, tuple) else (raises,)
+        if not types or not all(isinstance(t, type) and issubclass(t, BaseException)
+                                for t in types):
+            reason = None
+    if reason is None:
+        raise TypeError(
+            f"xfail[{name!r}] must be a reason string, or a tuple (reason, exception) whose "
+            "exception is an exception class or a tuple of them, e.g. "
+            f"xfail={{{name!r}: ('crashes on dict inputs', IndexError)}}. Received: {value!r}.")
+    return pytest.mark.xfail(raises=raises, reason=reason, strict=True)

@@ -78,3 +78,25 @@ def test_the_step_contract_reference_names_every_public_member():
     members += [n for n, o in vars(errors).items() if inspect.isclass(o)]
     missing = [n for n in members if f"`{n}" not in page]
     assert not missing, f"not in docs/reference.md: {missing}"
+
+
+def test_the_testing_page_documents_every_check_field_argument_and_option():
+    import attrs
+
+    import stepkit.testing.pytest_plugin as plugin
+    from stepkit.testing import CHECK_NAMES, Sample, conformance_tests, run_conformance
+    from stepkit.testing.checks import ALL_CHECKS, REPLICA_CHECKS
+
+    page = (DOCS / "testing.md").read_text()
+    assert "testing.md" in (ROOT / "mkdocs.yml").read_text(), "docs/testing.md is not in the nav"
+    assert list(CHECK_NAMES) == [*ALL_CHECKS, *REPLICA_CHECKS]
+    titles = {h.strip().strip("`") for h in re.findall(r"^#{1,6}\s+(.+?)\s*$", page, re.M)}
+    missing = [n for n in CHECK_NAMES if n not in titles]
+    assert not missing, f"checks without a heading in docs/testing.md: {missing}"
+    options = re.findall(r'addoption\(\s*"(--[\w-]+)"', Path(plugin.__file__).read_text())
+    assert {"--stepkit-step", "--stepkit-checks"} <= set(options)
+    names = [f.name for f in attrs.fields(Sample)] + options + ["stepkit_conformance"] + [
+        p for fn in (conformance_tests, run_conformance)
+        for p in inspect.signature(fn).parameters]
+    undocumented = sorted({n for n in names if f"`{n}" not in page})
+    assert not undocumented, f"not in docs/testing.md: {undocumented}"

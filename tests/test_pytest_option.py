@@ -45,7 +45,7 @@ def test_a_run_that_checks_nothing_fails(tmp_path):
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 skipped" in proc.stdout
     assert "supervised: NOTHING CHECKED" in proc.stdout
-    assert "this run checked nothing, so it fails (exit status 1)" in proc.stdout
+    assert "--stepkit-step checked nothing, so this run fails (exit status 1)" in proc.stdout
 
 
 def test_without_the_option_the_empty_directory_has_no_tests(tmp_path):

@@ -1,16 +1,18 @@
 """The stepkit conformance kit: generic checks any registered step should pass.
 
-In a step package's tests, three lines run every check as its own pytest test::
+The full reference is ``docs/testing.md``. In a step package's tests, three
+lines run every check as its own pytest test::
 
     from stepkit.testing import conformance_tests
 
     globals().update(conformance_tests("wgan-gp", sample=make_sample))
 
-``make_sample`` returns a :class:`Sample` (or ``x`` or ``(x, y)``); pass
-``networks=`` (a callable giving fresh networks), ``config=`` and ``compile=``
-(a dict or a callable giving ``compile()`` arguments) where the step needs them.
-The checks include three that run in child processes: ``replicas``, the step
-under ``MirroredStrategy`` over 2 logical CPU devices
+``make_sample`` returns a :class:`Sample` (or ``x`` or ``(x, y)``; any of them
+may be a structure of arrays); pass ``networks=`` (a callable giving fresh
+networks), ``config=`` and ``compile=`` (a dict or a callable giving
+``compile()`` arguments) where the step needs them, and ``xfail=`` for known
+failures. The checks include three that run in child processes: ``replicas``,
+the step under ``MirroredStrategy`` over 2 logical CPU devices
 (:mod:`stepkit.testing.replicas`); ``resume``, a fit killed with SIGKILL
 mid-epoch and resumed with ``BackupAndRestore`` against an uninterrupted one
 (:mod:`stepkit.testing.resume`); and ``multiworker``, 2 workers under
@@ -18,7 +20,8 @@ mid-epoch and resumed with ``BackupAndRestore`` against an uninterrupted one
 (:mod:`stepkit.testing.multiworker`). The
 pytest plugin also offers the ``stepkit_conformance`` fixture, which is
 :func:`run_conformance`, and ``pytest --stepkit-step NAME``, which checks an
-installed step on a generic sample. Importing this package does not import
+installed step on a generic sample of its data kind
+(:mod:`stepkit.testing.generic`). Importing this package does not import
 TensorFlow.
 """
 

@@ -126,8 +126,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         tr.write_line(f"{step}: NOTHING CHECKED, {len(checks)} check(s) skipped: {why}",
                       red=True, bold=True)
     if not ran:
-        tr.write_line("stepkit: this run checked nothing, so it fails (exit status 1).",
-                      red=True, bold=True)
+        tr.write_line("stepkit: --stepkit-step checked nothing, so this run fails (exit "
+                      "status 1).", red=True, bold=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

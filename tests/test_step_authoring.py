@@ -214,3 +214,18 @@ def test_build_inputs_builds_every_role():
     model.compile(optimizer="sgd")
     model.fit(X, epochs=1, batch_size=16, verbose=0)
     assert model.networks["decoder"].kernel.shape == (2, 4)
+
+
+def test_a_step_declares_the_batch_size_stepkit_fit_uses(tmp_path):
+    import subprocess
+    import sys
+
+    from stepkit.steps.gan import GAN
+
+    assert GAN.default_batch_size == 16 and Step.default_batch_size is None
+    proc = subprocess.run(
+        [sys.executable, "-m", "stepkit.cli", "fit", "--step", "gan", "--epochs", "1",
+         "--limit", "32", "--out", str(tmp_path / "run"), "--verbose", "0"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "batch size 16" in proc.stdout, proc.stdout

@@ -129,7 +129,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--data", help="'digits' (default), a .npz file (keys x, optional y), an "
                      "image folder, or a cached Keras dataset: mnist, fashion_mnist, cifar10")
     fit.add_argument("--epochs", type=int, help="number of epochs (default 10)")
-    fit.add_argument("--batch-size", type=int, help="batch size (default 32; 16 for gan)")
+    fit.add_argument("--batch-size", type=int,
+                     help="batch size (default: the step's default_batch_size, else 32; "
+                          "16 for gan)")
     fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="a step config value, e.g. --set latent_dim=64 (repeatable)")
     fit.add_argument("--config", help="a TOML or JSON file with run settings and a "

@@ -133,7 +133,8 @@ def run_fit(settings: dict[str, Any], *, resume: bool = False, verbose: int = 1)
     preset = default_preset(step_class)
     settings = {**settings, "step": name}
     if settings["batch_size"] is None:
-        settings["batch_size"] = preset.get("batch_size", 32)
+        settings["batch_size"] = (preset.get("batch_size") or step_class.default_batch_size
+                                  or 32)
     if settings["validation_split"] is None:
         settings["validation_split"] = preset["validation_split"]
     config = structure_config(step_class.config_class,

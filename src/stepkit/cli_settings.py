@@ -37,8 +37,7 @@ STEP_PRESETS: dict[str, dict[str, Any]] = {
                     "config": {"loss": "sparse_categorical_crossentropy"},
                     "metrics": ["accuracy"],
                     "optimizer": "adam"},
-    # 16: twice the updates per epoch of 32 on the small default data; clearer digits.
-    "gan": {"data_kind": "images", "batch_size": 16},
+    "gan": {"data_kind": "images"},  # batch size: the step's default_batch_size (16)
     "wgan-gp": {"data_kind": "images"},
     "vae": {"data_kind": "images"},
     # The CLI first trains a wider teacher on the data, then distils it into the student.

@@ -116,6 +116,8 @@ class Step:
             ``"down"``, so ``EarlyStopping(monitor=...)`` and
             ``ModelCheckpoint(monitor=...)`` need no ``mode=``; names ending in
             ``loss`` are ``"down"`` unless given here.
+        default_batch_size: the batch size ``stepkit fit`` uses when
+            ``--batch-size`` is not given (None: 32).
         loss_kind: ``"keras"`` when ``compile(loss=...)`` is Keras' compiled loss
             (``ctx.compute_loss``), ``"step"`` when it is one loss function the
             step calls (``ctx.loss``), ``"none"`` when the step takes no loss.
@@ -136,6 +138,7 @@ class Step:
     loss_kind: ClassVar[str] = "none"
     uses_compile_metrics: ClassVar[bool] = False
     directions: ClassVar[Mapping[str, str]] = {}
+    default_batch_size: ClassVar[int | None] = None
     data_kind: ClassVar[str | None] = None
     generative: ClassVar[bool | None] = None
 

@@ -69,3 +69,36 @@ def test_option_runs_the_checks_on_labelled_images_and_a_structured_predict(site
     assert "3 passed" in out and "skipped" not in out, out[-3000:]
     assert ("cgan: 3 check(s) run on the generic sample (images 8x8x1, int32 labels 0..9)."
             in out), out[-3000:]
+
+
+def test_stepkit_fit_draws_a_conditional_step_s_grid_one_class_per_row(site, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "stepkit.cli", "fit", "--step", "cgan", "--epochs", "1",
+         "--limit", "64", "--out", str(out), "--verbose", "0"],
+        env=_env(site), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    code = textwrap.dedent(f"""
+        import json
+        from stepkit import load_model
+        from stepkit.callbacks import SampleGrid
+        model = load_model({str(out / "model.keras")!r})
+        grid = SampleGrid("unused")
+        grid.set_model(model)
+        inputs = grid.latent_vectors()
+        print(json.dumps({{"labels": inputs["label"].tolist(),
+                          "cols": model.step.sample_grid_columns(64)}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(site), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    cols = got["cols"]
+    assert cols == 6  # 64 samples, 10 classes: 6 of each class per row
+    rows = [got["labels"][i:i + cols] for i in range(0, len(got["labels"]), cols)]
+    assert [sorted(set(r)) for r in rows] == [[c] for c in range(10)]
+    from PIL import Image
+
+    grid = sorted((out / "samples").glob("*.png"))[-1]
+    width, height = Image.open(grid).size
+    assert width < height  # 6 tiles across, 10 rows down (plus the epoch label)

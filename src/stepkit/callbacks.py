@@ -79,9 +79,11 @@ def save_image_grid(images: Any, path: str | os.PathLike, cols: int | None = Non
 class SampleGrid(keras.callbacks.Callback):
     """Save a grid of ``model.predict(z)`` for fixed latent vectors ``z`` after each epoch.
 
-    The latent vectors are drawn once, from a normal distribution with a fixed
-    ``seed``, so every grid shows the same samples. The latent size is taken from
-    ``latent_dim``, else from the step's config (``model.step.config.latent_dim``).
+    The inputs are drawn once, with a fixed ``seed``, by the step's
+    ``sample_inputs(num_samples, seed)`` (standard-normal latent vectors of the
+    config's ``latent_dim``; for a conditional step, with one class per row), so
+    every grid shows the same samples. With ``latent_dim`` given, plain latent
+    vectors of that size.
 
     Args:
         out_dir: folder of the PNG files (created if needed).
@@ -126,12 +128,21 @@ class SampleGrid(keras.callbacks.Callback):
         self._z: np.ndarray | None = None
         self._epochs: int | None = None
 
-    def latent_vectors(self) -> np.ndarray:
-        """The fixed latent vectors, ``(num_samples, latent_dim)`` float32."""
+    def latent_vectors(self) -> Any:
+        """The fixed inputs of ``predict``: the step's ``sample_inputs(num_samples, seed)``.
+
+        For the usual generative step that is ``(num_samples, latent_dim)`` float32
+        standard-normal vectors; a conditional step adds class labels (one class
+        per row). With ``latent_dim`` given, plain latent vectors of that size.
+        """
         if self._z is None:
-            dim = self.latent_dim or self._latent_dim_of(self.model)
-            rng = np.random.default_rng(self.seed)
-            self._z = rng.standard_normal((self.num_samples, dim)).astype("float32")
+            step = getattr(self.model, "step", None)
+            if self.latent_dim is None and step is not None:
+                self._z = step.sample_inputs(self.num_samples, self.seed)
+            else:
+                dim = self.latent_dim or self._latent_dim_of(self.model)
+                rng = np.random.default_rng(self.seed)
+                self._z = rng.standard_normal((self.num_samples, dim)).astype("float32")
         return self._z
 
     @staticmethod
@@ -159,8 +170,10 @@ class SampleGrid(keras.callbacks.Callback):
     def save(self, epoch: int) -> Path:
         """Predict the fixed samples now and write the grid for ``epoch``."""
         images = self.model.predict(self.latent_vectors(), verbose=0)
+        step = getattr(self.model, "step", None)
+        cols = step.sample_grid_columns(self.num_samples) if step is not None else None
         path = save_image_grid(images, self.out_dir / self.filename.format(epoch=epoch),
-                               value_range=self.value_range,
+                               cols=cols, value_range=self.value_range,
                                label=self.label.format(epoch=epoch) if self.label else None)
         self.paths.append(path)
         return path

@@ -11,31 +11,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from stepkit.cli_settings import UsageError, epochs_done
 
 
 def sample_inputs(model: Any, n: int, seed: int) -> Any:
-    """What ``stepkit sample`` feeds ``model.predict``.
+    """What ``stepkit sample`` feeds ``model.predict``: the step's ``sample_inputs(n, seed)``.
 
-    By default ``n`` standard-normal latent vectors of the step config's
-    ``latent_dim``, drawn with ``numpy.random.default_rng(seed)`` exactly as
-    :class:`~stepkit.callbacks.SampleGrid` draws them, so ``stepkit sample RUN``
-    (64 samples, seed 0) repeats the run's last grid.
-
-    The hook for conditional steps: a step that defines ``sample_inputs(n, seed)``
-    returns ``predict()``'s input itself, e.g. latent vectors with one class label
-    per row (the rows of a per-class grid).
+    The same inputs :class:`~stepkit.callbacks.SampleGrid` draws, so
+    ``stepkit sample RUN`` (64 samples, seed 0) repeats the run's last grid; a
+    conditional step's inputs carry class labels, one class per row.
     """
-    own = getattr(model.step, "sample_inputs", None)
-    if callable(own):
-        return own(n, seed)
-    dim = getattr(getattr(model.step, "config", None), "latent_dim", None)
-    if not isinstance(dim, int):
-        raise UsageError(f"Step {model.step.name!r} has no integer latent_dim in its config, so "
-                         "stepkit sample cannot make its inputs.")
-    return np.random.default_rng(seed).standard_normal((n, dim)).astype("float32")
+    try:
+        return model.step.sample_inputs(n, seed)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _model_file(path: str) -> Path:
@@ -67,6 +56,8 @@ def run_sample(source: str, *, n: int = 64, out: str = "samples.png", seed: int 
                          "generative = True.")
     images = model.predict(sample_inputs(model, n, seed), verbose=0)
     done = epochs_done(file.parent) if file.name == "model.keras" else 0
+    if cols is None:
+        cols = model.step.sample_grid_columns(n)
     path = save_image_grid(images, out, cols=cols, label=f"epoch {done}" if done else None)
     print(f"stepkit: wrote {n} samples of step {model.step.name!r} (seed {seed}) to {path}",
           flush=True)

@@ -248,6 +248,35 @@ class Step:
         """
         return batch.x
 
+    def sample_inputs(self, n: int, seed: int) -> Any:
+        """What ``model.predict`` takes to draw about ``n`` samples (generative steps).
+
+        Used by ``SampleGrid``, ``stepkit fit``'s grids and ``stepkit sample``. The
+        default: ``n`` standard-normal latent vectors of the config's
+        ``latent_dim``, drawn with ``numpy.random.default_rng(seed)``. A
+        conditional step returns its latent vectors with class labels, one class
+        per grid row (see :meth:`sample_grid_columns`).
+
+        Raises:
+            ValueError: the config has no integer ``latent_dim`` (override this).
+        """
+        import numpy as np
+
+        dim = getattr(self.config, "latent_dim", None)
+        if not isinstance(dim, int):
+            raise ValueError(
+                f"Step {self.name!r} cannot make sampling inputs: its config has no integer "
+                "`latent_dim`. Override Step.sample_inputs(n, seed)."
+            )
+        return np.random.default_rng(seed).standard_normal((n, dim)).astype("float32")
+
+    def sample_grid_columns(self, n: int) -> int | None:
+        """Columns of a grid of the samples of ``sample_inputs(n, seed)``; None: about square.
+
+        A conditional step returns the samples per class, so each row is one class.
+        """
+        return None
+
     def build_state(self, ctx: StepContext) -> None:
         """Create extra step state with ``ctx.add_state`` (counters, EMA weights)."""
 

@@ -98,6 +98,17 @@ class CGAN(stepkit.Step):
         return {"generator": self.call_spec(batch),
                 "discriminator": {"image": batch.x, "label": label}}
 
+    def sample_inputs(self, n, seed):
+        # One class per grid row: n // num_classes samples of each class.
+        c = self.config
+        per_class = max(1, n // c.num_classes)
+        z = np.random.default_rng(seed).standard_normal((per_class * c.num_classes, c.latent_dim))
+        labels = np.repeat(np.arange(c.num_classes, dtype="int32"), per_class)
+        return {"z": z.astype("float32"), "label": labels}
+
+    def sample_grid_columns(self, n):
+        return max(1, n // self.config.num_classes)
+
     def call(self, ctx, inputs, training=False):
         if isinstance(inputs, list | tuple):
             inputs = dict(zip(("z", "label"), inputs, strict=True))

@@ -1,11 +1,14 @@
 """``distill``: knowledge distillation from a frozen teacher, as a stepkit step.
 
-The step of keras.io's "Knowledge Distillation" example (Hinton et al. 2015):
-the student learns ``alpha * student_loss + (1 - alpha) * distillation_loss``,
-where the student loss is the ``compile(loss=...)`` loss on the labels and the
-distillation loss is the KL divergence between the teacher's and the student's
-softened outputs ``softmax(logits / temperature)``, times ``temperature ** 2``.
-The teacher is never updated: it has no optimizer.
+Hinton et al. 2015, as in keras.io's "Knowledge Distillation" example and
+``keras.distillation.Distiller``: the student learns
+``alpha * student_loss + (1 - alpha) * distillation_loss``, where the student
+loss is the ``compile(loss=...)`` loss on the labels and the distillation loss
+is a weighted sum of terms: logits terms (a divergence between the softened
+outputs ``softmax(logits / T)``, times ``T ** 2``) and feature terms (a distance
+between intermediate layers of the teacher and the student, picked by name,
+with an optional learnt projection). The teacher is never updated: it has no
+optimizer, and its regularisation losses are in no loss.
 
 Example::
 
@@ -20,32 +23,30 @@ Example::
 
 from __future__ import annotations
 
-import attrs
 import keras
 import stepkit
-from attrs import validators as v
 from keras import ops
 
-__all__ = ["Distill", "DistillConfig"]
+from stepkit_distill.config import (
+    DIVERGENCES,
+    FEATURE_LOSSES,
+    DistillConfig,
+    FeatureDistillation,
+    LogitsDistillation,
+)
+from stepkit_distill.features import (
+    OUTPUT,
+    add_projection,
+    check_shapes,
+    extractor,
+    layer_output,
+    project,
+)
+from stepkit_distill.losses import feature_loss, logits_loss
+
+__all__ = ["DIVERGENCES", "FEATURE_LOSSES", "Distill", "DistillConfig", "FeatureDistillation",
+           "LogitsDistillation"]
 __version__ = "0.1.0"
-
-
-@attrs.frozen
-class DistillConfig:
-    """Settings of the ``distill`` step (defaults of the keras.io example).
-
-    Attributes:
-        alpha: weight of the student loss; ``1 - alpha`` weighs the distillation loss.
-        temperature: softens both networks' outputs before comparing them.
-
-    Example::
-
-        StepModel(nets, step="distill", config={"alpha": 0.1, "temperature": 10.0})
-    """
-
-    alpha: float = attrs.field(default=0.1, converter=float,
-                               validator=[v.ge(0.0), v.le(1.0)])
-    temperature: float = attrs.field(default=10.0, converter=float, validator=v.gt(0.0))
 
 
 class Distill(stepkit.Step):
@@ -55,7 +56,8 @@ class Distill(stepkit.Step):
     loss on the labels (default: sparse categorical cross-entropy from logits);
     ``compile(metrics=...)`` are measured on the student's output, and
     ``model(x)`` / ``predict(x)`` give the student's output. Only the student has
-    an optimizer: ``compile(optimizer={"teacher": ...})`` is an error.
+    an optimizer: ``compile(optimizer={"teacher": ...})`` is an error. Feature
+    terms name layers, so they need Functional or Sequential networks.
 
     Example::
 
@@ -65,7 +67,7 @@ class Distill(stepkit.Step):
     """
 
     name = "distill"
-    description = "Knowledge distillation: a frozen teacher's softened outputs train a student."
+    description = "Knowledge distillation: a frozen teacher's outputs and features train a student."
     config_class = DistillConfig
     roles = ("student", "teacher")
     optimizer_roles = ("student",)
@@ -73,6 +75,11 @@ class Distill(stepkit.Step):
     data_kind = "labeled-images"
     loss_kind = "keras"
     uses_compile_metrics = True
+
+    def __init__(self, config=None) -> None:
+        super().__init__(config)
+        self._extractors: dict[str, keras.Model] = {}
+        self._projections: list = []
 
     def default_optimizers(self):
         return {"student": keras.optimizers.Adam()}
@@ -91,24 +98,62 @@ class Distill(stepkit.Step):
         for role in self.roles:
             ctx.build_network(role, batch.x)
 
+    def build_state(self, ctx: stepkit.StepContext) -> None:
+        """Feature extractors over the named layers, and the projections' weights."""
+        features = self.config.features
+        for role, attr in (("student", "student_layer"), ("teacher", "teacher_layer")):
+            names = list(dict.fromkeys(getattr(f, attr) for f in features))
+            if any(n is not None for n in names):
+                net = ctx.networks[role]
+                self._extractors[role] = extractor(net, role, [n for n in names if n])
+        self._projections = []
+        for i, term in enumerate(features):
+            where = f"features[{i}]"
+            if not term.projection and term.teacher_layer is term.student_layer is None:
+                self._projections.append(None)  # outputs only: any network, checked by the loss
+                continue
+            t = layer_output(ctx.networks["teacher"], "teacher", term.teacher_layer, where)
+            s = layer_output(ctx.networks["student"], "student", term.student_layer, where)
+            check_shapes(t, s, term.projection, where)
+            self._projections.append(
+                add_projection(ctx, i, s.shape[-1], t.shape[-1]) if term.projection else None)
+
+    def trainable_variables(self, ctx: stepkit.StepContext, role: str):
+        student = list(ctx.networks["student"].trainable_variables)
+        if not student:  # a frozen student: nothing to train
+            return []
+        return student + [w for p in self._projections if p is not None for w in p]
+
+    def _features(self, ctx, role: str, x, training: bool):
+        net = self._extractors.get(role)
+        if net is not None:
+            return net(x, training=training)
+        if role == "student":
+            return {OUTPUT: ctx.model(x, training=training)}
+        return {OUTPUT: ctx.networks[role](x, training=training)}
+
     def _losses(self, ctx, x, y, sample_weight, training):
-        t = self.config.temperature
-        teacher_logits = ops.cast(ctx.networks["teacher"](x, training=False), "float32")
-        y_pred = ctx.model(x, training=training)
+        teacher = self._features(ctx, "teacher", x, training=False)
+        student = self._features(ctx, "student", x, training=training)
+        y_pred = student[OUTPUT]
         student_loss = ctx.compute_loss(x, y, y_pred, sample_weight, training=training)
-        per_sample = keras.losses.kl_divergence(
-            ops.softmax(teacher_logits / t, axis=-1),
-            ops.softmax(ops.cast(y_pred, "float32") / t, axis=-1),
-        )
-        if sample_weight is not None:
-            per_sample = per_sample * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-        distillation_loss = ops.mean(per_sample) * (t ** 2)
+        terms = [weight * logits_loss(teacher[OUTPUT], y_pred, temperature, divergence,
+                                      sample_weight)
+                 for weight, temperature, divergence in self.config.logits_terms()]
+        for term, projection in zip(self.config.features, self._projections, strict=True):
+            t = teacher[term.teacher_layer or OUTPUT]
+            s = project(student[term.student_layer or OUTPUT], projection)
+            terms.append(term.weight * feature_loss(t, s, term.loss, sample_weight))
+        distillation_loss = terms[0] if terms else ops.zeros(())
+        for value in terms[1:]:
+            distillation_loss = distillation_loss + value
         a = self.config.alpha
         loss = a * ops.cast(student_loss, "float32") + (1.0 - a) * distillation_loss
         return loss, student_loss, distillation_loss, y_pred
 
     def train_step(self, ctx: stepkit.StepContext, data) -> None:
         x, y, sample_weight = ctx.unpack(data)
+        # minimize adds the student's regularisation losses (at full strength) to `loss`.
         loss, student_loss, distillation_loss, y_pred = ctx.minimize(
             "student", lambda: self._losses(ctx, x, y, sample_weight, training=True))
         self._report(ctx, x, y, sample_weight, y_pred, loss, student_loss, distillation_loss)
@@ -117,6 +162,7 @@ class Distill(stepkit.Step):
         x, y, sample_weight = ctx.unpack(data)
         loss, student_loss, distillation_loss, y_pred = self._losses(
             ctx, x, y, sample_weight, training=False)
+        loss = loss + ops.cast(ctx.regularization_loss("student"), loss.dtype)  # as Keras reports
         self._report(ctx, x, y, sample_weight, y_pred, loss, student_loss, distillation_loss)
 
     @staticmethod

@@ -137,13 +137,16 @@ class WGANGP(stepkit.Step):
         def score(x):
             return ops.cast(critic(x, training=training), "float32")
 
-        w_distance = ops.mean(score(real)) - ops.mean(score(fake))
+        real_score = ops.mean(score(real))
+        fake_score = ops.mean(score(fake))
+        w_distance = real_score - fake_score
         mixed = real + alpha * (fake - real)
         grads = ctx.input_gradients(score, mixed)
         axes = tuple(range(1, len(grads.shape)))
         norm = ops.sqrt(ops.sum(ops.square(grads), axis=axes) + 1e-12)
         gp = ops.mean(ops.square(norm - 1.0))
-        return -w_distance + self.config.gp_weight * gp, gp, w_distance
+        # -fake_score is the generator's loss on these fakes: reported without another pass.
+        return -w_distance + self.config.gp_weight * gp, gp, w_distance, -fake_score
 
     def _generator_loss(self, ctx, z, dtype, training):
         fake = ops.cast(ctx.networks["generator"](z, training=training), dtype)
@@ -170,7 +173,7 @@ class WGANGP(stepkit.Step):
             fake = ops.cast(generator(z, training=True), real.dtype)
             return self._critic_loss(ctx, real, fake, alpha, training=True)
 
-        c_loss, gp, w_distance = ctx.minimize("critic", critic_loss_fn)
+        c_loss, gp, w_distance, fake_loss = ctx.minimize("critic", critic_loss_fn)
 
         k = self.config.n_critic
         update_generator = ops.equal(ops.mod(ctx.iterations, k), k - 1)
@@ -180,10 +183,10 @@ class WGANGP(stepkit.Step):
                                 lambda: self._generator_loss(ctx, z_gen, real.dtype, True))
             return ops.cast(loss, "float32")
 
-        def generator_loss_only():  # reported every step, so epoch means weigh all batches
-            return self._generator_loss(ctx, z_gen, real.dtype, True)
+        def critic_fakes_loss():  # no generator pass of its own: nothing runs or updates
+            return fake_loss + ctx.regularization_loss("generator")
 
-        g_loss = ctx.cond(update_generator, generator_update, generator_loss_only)
+        g_loss = ctx.cond(update_generator, generator_update, critic_fakes_loss)
         ctx.track("c_loss", c_loss, n)
         ctx.track("gp", gp, n)
         ctx.track("w_distance", w_distance, n)
@@ -192,13 +195,15 @@ class WGANGP(stepkit.Step):
 
     def test_step(self, ctx: stepkit.StepContext, data) -> None:
         real, _, _ = ctx.unpack(data)
-        n, z, alpha, z_gen = self._noise(ctx, real)
+        n, z, alpha, _ = self._noise(ctx, real)
         fake = ops.cast(ctx.networks["generator"](z, training=False), real.dtype)
-        c_loss, gp, w_distance = self._critic_loss(ctx, real, fake, alpha, training=False)
-        ctx.track("c_loss", c_loss, n)
+        c_loss, gp, w_distance, g_loss = self._critic_loss(ctx, real, fake, alpha,
+                                                            training=False)
+        # As in training, and as Keras reports a loss: with each network's regularisation.
+        ctx.track("c_loss", c_loss + ctx.regularization_loss("critic"), n)
         ctx.track("gp", gp, n)
         ctx.track("w_distance", w_distance, n)
-        ctx.track("g_loss", self._generator_loss(ctx, z_gen, real.dtype, False), n)
+        ctx.track("g_loss", g_loss + ctx.regularization_loss("generator"), n)
 
 
 # --8<-- [start:hook]

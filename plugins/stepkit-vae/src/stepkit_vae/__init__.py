@@ -132,18 +132,24 @@ class VAE(stepkit.Step):
         ctx.build_network("decoder", keras.KerasTensor((None, self.config.latent_dim)))
 
     def regularization_losses(self, ctx: stepkit.StepContext, role: str):
-        # The one optimizer role "vae" trains both networks: both networks' penalties.
+        # The one optimizer role "vae" trains both networks: both networks' penalties, as a
+        # keras.Model holding both would add them (a frozen network's weights have none).
+        if not self.trainable_variables(ctx, role):
+            return []
         return [*ctx.networks["encoder"].losses, *ctx.networks["decoder"].losses]
 
     def call(self, ctx: stepkit.StepContext, inputs, training: bool = False):
         return ctx.networks["decoder"](inputs, training=training)
 
+    def _noise(self, ctx, z_mean):
+        """eps ~ N(0, 1) of the reparameterisation, from the model's seeded generator."""
+        return ctx.normal(ops.shape(z_mean))
+
     def _losses(self, ctx, x, training):
         z_mean, z_log_var = ctx.networks["encoder"](x, training=training)
         z_mean = ops.cast(z_mean, "float32")
         z_log_var = ops.cast(z_log_var, "float32")
-        eps = ctx.normal(ops.shape(z_mean))
-        z = z_mean + ops.exp(0.5 * z_log_var) * eps
+        z = z_mean + ops.exp(0.5 * z_log_var) * self._noise(ctx, z_mean)
         recon = ops.cast(ctx.networks["decoder"](z, training=training), "float32")
         target = ops.cast(x, "float32")
         n = ctx.batch_size(x)
@@ -166,7 +172,9 @@ class VAE(stepkit.Step):
 
     def test_step(self, ctx: stepkit.StepContext, data) -> None:
         x, _, _ = ctx.unpack(data)
-        self._report(ctx, x, *self._losses(ctx, x, training=False))
+        loss, reconstruction_loss, kl_loss = self._losses(ctx, x, training=False)
+        loss = loss + ctx.regularization_loss("vae")  # as in training, as Keras reports
+        self._report(ctx, x, loss, reconstruction_loss, kl_loss)
 
     @staticmethod
     def _report(ctx, x, loss, reconstruction_loss, kl_loss):

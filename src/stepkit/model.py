@@ -73,8 +73,10 @@ class StepModel(CompileMixin, MetricsMixin, keras.Model):
         self._seed = seed
         self._ctx = StepContext(self)
         self._networks = self._normalise_networks(networks)
-        self._step_trackers = StepTrackers(
-            [n for n in step_class.tracked if n != "loss"], step_class.directions)
+        tracked = [n for n in step_class.tracked if n != "loss"]
+        # only a step that tracks values of its own has the container (Keras' own
+        # `model.metrics` stays [loss, compile metrics, the network's metrics])
+        self._step_trackers = StepTrackers(tracked, step_class.directions) if tracked else None
         # The generator's state is a weight of the model, so it is saved, restored
         # and mirrored like any other (Keras saves no SeedGenerator state itself).
         seed_generator = StepSeedGenerator(seed, name="step_seed_generator")
@@ -143,6 +145,15 @@ class StepModel(CompileMixin, MetricsMixin, keras.Model):
                 f"Role {name!r} has no network yet: step {step.name!r} builds it from the "
                 "first batch (call fit() or build_from_data()), or pass it in `networks`."
             )
+        # One network: its public attributes read through the model, so callbacks written
+        # for net.fit (self.model.<attribute of the network>) keep working.
+        if networks is not None and step is not None and len(step.roles) == 1 \
+                and not name.startswith("_") and step.roles[0] in networks:
+            net = networks[step.roles[0]]
+            try:
+                return getattr(net, name)
+            except AttributeError:
+                pass
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------ building
@@ -365,6 +376,14 @@ class StepModel(CompileMixin, MetricsMixin, keras.Model):
                 lambda t: keras.InputSpec(shape=(None, *t.shape[1:]), dtype=t.dtype), spec)]
         return super().export(filepath, format=format, verbose=verbose,
                               input_signature=input_signature, **kwargs)
+
+    @property
+    def _default_save_signature(self) -> Any:
+        # tf.saved_model.save(model): serving_default takes the step's call_spec
+        # (Keras derives it from a functional model's inputs, which StepModel has not).
+        if self._build_batch is None:
+            return None
+        return backend.serving_function(self, self.step.call_spec(self._build_batch))
 
     def save(self, filepath: Any, overwrite: bool = True, **kwargs: Any) -> None:
         """``keras.Model.save``; fails before writing if the config cannot be saved."""

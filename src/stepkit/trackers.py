@@ -69,24 +69,31 @@ class MetricsMixin:
     """Logged names of :class:`stepkit.StepModel`: Keras' rules, plus the networks' metrics."""
 
     def _check_metric_names(self) -> None:
-        # Keras itself makes compile metric names unique (output-name prefixes,
-        # `weighted_`, `_1`); only two different values under one log key shadow.
+        # Keras makes compile metric names unique (output-name prefixes, `weighted_`,
+        # `_1`) and lets its own per-output loss trackers share a name; stepkit does not
+        # second-guess that. What it refuses is a value the step tracks being shadowed
+        # by another value under the same log key (a compile metric named "d_loss").
+        owned = {id(self._step_trackers)}
+        if "loss" in self.step.tracked and self._loss_tracker is not None:
+            owned.add(id(self._loss_tracker))
         owner: dict[str, Any] = {}
         for m in self.metrics:
             if m is self._compile_metrics and m.built:
                 keys = list(m.result())
+            elif m is self._step_trackers:
+                keys = [t.name for t in m.metrics]
             else:
                 keys = [m.name]
             for key in keys:
-                if key in owner and owner[key] is not m:
+                prev = owner.setdefault(key, m)
+                if prev is not m and (id(prev) in owned or id(m) in owned):
                     raise ValueError(
                         f"Two different values would be logged as {key!r} for step "
                         f"{self.step.name!r} (one shadows the other): "
-                        f"{_metric_label(owner[key])} and {_metric_label(m)}. The step "
+                        f"{_metric_label(prev)} and {_metric_label(m)}. The step "
                         f"tracks {list(self.step.tracked)}; rename the compile metric "
                         "(e.g. keras.metrics.MeanSquaredError(name=...))."
                     )
-                owner[key] = m
 
     @property
     def metrics(self) -> list[Any]:
@@ -112,7 +119,7 @@ class MetricsMixin:
     def _tracker_for(self, name: str) -> Any:
         if name == "loss" and "loss" in self.step.tracked:
             return self._loss_tracker
-        if name in self._step_trackers:
+        if self._step_trackers is not None and name in self._step_trackers:
             return self._step_trackers[name]
         raise StepDefinitionError(
             f"Step {self.step.name!r} tracked {name!r}, which is not in its `tracked` names "

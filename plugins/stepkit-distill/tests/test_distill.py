@@ -58,7 +58,7 @@ def test_loss_is_the_weighted_sum_of_student_and_distillation_losses():
 
 def test_the_teacher_takes_no_optimizer():
     model = stepkit.StepModel({"student": mlp(8), "teacher": mlp(8)}, step="distill")
-    with pytest.raises(ValueError, match=r"unknown.*\[.teacher.\]"):
+    with pytest.raises(ValueError, match=r"unknown role\(s\) \['teacher'\]"):
         model.compile(optimizer={"student": "adam", "teacher": "adam"})
 
 

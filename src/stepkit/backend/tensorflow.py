@@ -142,3 +142,19 @@ def cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> 
         return tf.nest.map_structure(lambda *v: values_lib.PerReplica(v), *per_replica)
 
     return replica.merge_call(cross_replica, args=(pred, true_fn, false_fn))
+
+
+def serving_function(model: Any, spec: Any) -> Any:
+    """``tf.saved_model.save``'s ``serving_default`` for ``model``, taking inputs like ``spec``.
+
+    ``spec`` is a structure of ``keras.KerasTensor`` (the step's ``call_spec``); the
+    batch dimension is left free, as in Keras' own default signature.
+    """
+    signature = (tf.nest.map_structure(
+        lambda t: tf.TensorSpec((None, *t.shape[1:]), t.dtype), spec),)
+
+    @tf.function(input_signature=signature)
+    def serving_default(inputs):
+        return model(inputs)
+
+    return serving_default

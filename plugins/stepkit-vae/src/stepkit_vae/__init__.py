@@ -127,9 +127,12 @@ class VAE(stepkit.Step):
                 "decoder": dense_decoder(self.config.latent_dim, shape)}
         return {role: made[role] for role in missing}
 
-    def build(self, ctx: stepkit.StepContext, batch: stepkit.Batch) -> None:
-        ctx.build_network("encoder", batch.x)
-        ctx.build_network("decoder", keras.KerasTensor((None, self.config.latent_dim)))
+    def call_spec(self, batch: stepkit.Batch):
+        # model(z) / predict(z) / export() decode latent vectors.
+        return keras.KerasTensor((None, self.config.latent_dim))
+
+    def build_inputs(self, batch: stepkit.Batch):
+        return {"encoder": batch.x, "decoder": self.call_spec(batch)}
 
     def regularization_losses(self, ctx: stepkit.StepContext, role: str):
         # The one optimizer role "vae" trains both networks: both networks' penalties, as a

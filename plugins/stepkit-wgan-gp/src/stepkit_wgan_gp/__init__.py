@@ -107,6 +107,7 @@ class WGANGP(stepkit.Step):
                 for role in self.roles}
     # --8<-- [end:defaults]
 
+    # --8<-- [start:data]
     def check_data(self, batch: stepkit.Batch) -> None:
         x = batch.x
         if x is None or isinstance(x, list | tuple | dict) or len(x.shape) < 2:
@@ -123,12 +124,16 @@ class WGANGP(stepkit.Step):
                 "critic": critic_mlp(shape)}
         return {role: made[role] for role in missing}
 
-    def build(self, ctx: stepkit.StepContext, batch: stepkit.Batch) -> None:
-        ctx.build_network("generator", keras.KerasTensor((None, self.config.latent_dim)))
-        ctx.build_network("critic", batch.x)
+    def call_spec(self, batch: stepkit.Batch):
+        # model(z) / predict(z) / export() take latent vectors.
+        return keras.KerasTensor((None, self.config.latent_dim))
+
+    def build_inputs(self, batch: stepkit.Batch):
+        return {"generator": self.call_spec(batch), "critic": batch.x}
 
     def call(self, ctx: stepkit.StepContext, inputs, training: bool = False):
         return ctx.networks["generator"](inputs, training=training)
+    # --8<-- [end:data]
 
     # --8<-- [start:losses]
     def _critic_loss(self, ctx, real, fake, alpha, training):
@@ -193,6 +198,7 @@ class WGANGP(stepkit.Step):
         ctx.track("g_loss", g_loss, n)
     # --8<-- [end:train-step]
 
+    # --8<-- [start:test-step]
     def test_step(self, ctx: stepkit.StepContext, data) -> None:
         real, _, _ = ctx.unpack(data)
         n, z, alpha, _ = self._noise(ctx, real)
@@ -204,6 +210,7 @@ class WGANGP(stepkit.Step):
         ctx.track("gp", gp, n)
         ctx.track("w_distance", w_distance, n)
         ctx.track("g_loss", g_loss + ctx.regularization_loss("generator"), n)
+    # --8<-- [end:test-step]
 
 
 # --8<-- [start:hook]

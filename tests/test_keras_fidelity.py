@@ -376,3 +376,48 @@ def test_get_weights_starts_with_the_network_weights():
     for a, b in zip(net_weights, all_weights, strict=False):
         np.testing.assert_array_equal(a, b)
     model.set_weights(all_weights)
+
+
+def test_outputs_that_share_a_name_log_like_keras():
+    def make():
+        inputs = keras.Input((5,))
+        x = keras.layers.Dense(3, name="shared")(inputs)
+        return keras.Model(inputs, [x, x, x])
+
+    targets = [np.tile(Y, (1, 3))] * 3
+    h_ref, h_ours, ref, net = fit_both(make, lambda: dict(optimizer="sgd", loss=["mse"] * 3),
+                                       fit_y=targets)
+    assert sorted(h_ref) == ["loss", "shared_loss"]
+    assert_same(h_ref, h_ours, ref, net)
+
+
+class CountsBatches(Subclassed):
+    def __init__(self):
+        super().__init__()
+        self.batches_seen = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+
+def test_callbacks_read_the_network_attributes_through_the_model():
+    class Count(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.model.batches_seen.assign_add(1.0)
+
+    net = CountsBatches()
+    model = StepModel(net, step="supervised")
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(X, Y, callbacks=[Count()], **FIT)
+    assert float(net.batches_seen) == 10  # 2 epochs x 5 batches
+    gan = StepModel(step="gan", config={"latent_dim": 4})
+    with pytest.raises(AttributeError, match="no attribute 'batches_seen'"):
+        gan.batches_seen  # noqa: B018  (several networks: nothing to read through)
+
+
+def test_tf_saved_model_save_serves_what_predict_returns(tmp_path):
+    model = StepModel(Subclassed(), step="supervised")
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(X, Y, **FIT)
+    tf.saved_model.save(model, str(tmp_path / "saved"))
+    served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]
+    out = served(tf.constant(X[:4]))
+    np.testing.assert_allclose(next(iter(out.values())).numpy(),
+                               model.predict(X[:4], verbose=0), atol=1e-6)

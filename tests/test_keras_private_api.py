@@ -6,7 +6,8 @@ Each import below is used by stepkit because no public API does the same:
 - ``serialization_lib.SerializableDict`` / ``deserialize_keras_object``: the
   compile config with one optimizer per role (stepkit.compiling);
 - ``Trainer._symbolic_build``: builds compile metrics and losses from a
-  symbolic batch (stepkit.model);
+  symbolic batch (stepkit.model); ``Trainer`` itself: ``model.metrics`` skips
+  the metrics of nested trainers, which stepkit adds back (stepkit.trackers);
 - ``seed_generator.make_default_seed``: an unseeded model's seed (stepkit.rng).
 """
 
@@ -51,6 +52,22 @@ def test_symbolic_build_builds_compile_metrics_from_a_symbolic_batch():
     x, y = keras.KerasTensor((None, 3)), keras.KerasTensor((None, 1))
     Trainer._symbolic_build(model, data_batch=(x, y, None))
     assert model._compile_metrics.built and model._compile_loss.built
+
+
+def test_model_metrics_skip_the_metrics_of_a_nested_trainer():
+    class WithMetric(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+            self.own = keras.metrics.Mean(name="own")
+
+        def call(self, x):
+            return self.dense(x)
+
+    inner = WithMetric()
+    assert isinstance(inner, Trainer)
+    outer = keras.Sequential([keras.Input((2,)), inner])
+    assert inner.own in inner.metrics and inner.own not in outer.metrics
 
 
 def test_make_default_seed_is_an_int():

@@ -17,6 +17,7 @@ from typing import Any
 
 import keras
 from keras.src.trainers.compile_utils import MetricsList
+from keras.src.trainers.trainer import Trainer
 
 from stepkit.errors import StepDefinitionError
 
@@ -106,8 +107,8 @@ class MetricsMixin:
         found = list(super().metrics)
         known = {id(m) for m in found}
         for net in self.__dict__.get("_networks", {}).values():
-            if not isinstance(net, keras.Model):
-                continue  # a plain layer's metrics are already in super().metrics
+            if not isinstance(net, Trainer):
+                continue  # Keras lists a plain layer's metrics; it skips a nested trainer's
             compiled = {id(getattr(net, a, None)) for a in
                         ("_loss_tracker", "_compile_metrics", "_compile_loss")}
             for m in net.metrics:

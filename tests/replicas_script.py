@@ -12,8 +12,38 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
 
+import stepkit  # noqa: E402
 from stepkit import StepModel  # noqa: E402
+
+
+class TwoUpdates(stepkit.Step):
+    """Two updates of one role per batch: each is one optimizer step on every replica."""
+
+    name = "two-updates"
+
+    def train_step(self, ctx, data):
+        x, y, _ = ctx.unpack(data)
+        net = ctx.networks["network"]
+        for _ in range(2):
+            loss = ctx.minimize("network",
+                                lambda: ops.mean(ops.square(net(x, training=True) - y)))
+        ctx.track("loss", loss, ctx.batch_size(x))
+
+    def test_step(self, ctx, data):
+        x, y, _ = ctx.unpack(data)
+        ctx.track("loss", ops.mean(ops.square(ctx.networks["network"](x) - y)),
+                  ctx.batch_size(x))
+
+
+class Plugin:
+    @stepkit.hookimpl
+    def stepkit_register_steps(self, register):
+        register(TwoUpdates)
+
+
+stepkit.register_plugin(Plugin(), name="replicas-two-updates")
 
 
 def data():
@@ -61,6 +91,7 @@ for name, kwargs in {
 # Every loss form reduces to the plain mean on each replica: per-sample values
 # (reduction=None) train and log exactly like "mse".
 unreduced = {"loss": keras.losses.MeanSquaredError(reduction=None)}
+out["two-updates"] = {"one": run("two-updates", one), "two": run("two-updates", two)}
 out["custom-loss-unreduced"] = {"one": run("custom-loss", one, unreduced, metrics=["mae"]),
                                 "two": run("custom-loss", two, unreduced, metrics=["mae"])}
 out["gan"] = {"one": gan(one), "two": gan(two)}

@@ -19,11 +19,13 @@ def results():
     return json.loads(proc.stdout)
 
 
-@pytest.mark.parametrize("step", ["supervised", "custom-loss", "custom-loss-unreduced"])
+@pytest.mark.parametrize("step", ["supervised", "custom-loss", "custom-loss-unreduced",
+                                  "two-updates"])
 def test_two_replicas_match_one_device(results, step):
     assert results["replicas"] == 2
     one, two = results[step]["one"], results[step]["two"]
-    assert one["iterations"] == two["iterations"] == 6
+    # 2 epochs x 3 batches, one optimizer update each (two for "two-updates")
+    assert one["iterations"] == two["iterations"] == (12 if step == "two-updates" else 6)
     assert one["history"].keys() == two["history"].keys()
     for key in one["history"]:
         np.testing.assert_allclose(two["history"][key], one["history"][key], atol=1e-5)

@@ -102,3 +102,27 @@ def test_stepkit_fit_draws_a_conditional_step_s_grid_one_class_per_row(site, tmp
     grid = sorted((out / "samples").glob("*.png"))[-1]
     width, height = Image.open(grid).size
     assert width < height  # 6 tiles across, 10 rows down (plus the epoch label)
+
+
+def test_a_conditional_step_exports_with_its_structured_call_spec(site, tmp_path):
+    code = textwrap.dedent(f"""
+        import json
+        import numpy as np
+        import tensorflow as tf
+        from stepkit import StepModel
+        x = np.random.default_rng(0).uniform(size=(32, 8, 8, 1)).astype("float32")
+        y = (np.arange(32) % 10).astype("int32")
+        model = StepModel(step="cgan", seed=0)
+        model.compile()
+        model.fit(x, y, epochs=1, verbose=0)
+        inputs = model.step.sample_inputs(20, 0)  # {{"z": (20, 8), "label": (20,)}}
+        model.export({str(tmp_path / "exported")!r}, verbose=False)
+        loaded = tf.saved_model.load({str(tmp_path / "exported")!r})
+        served = loaded.serve(inputs)
+        print(json.dumps(float(np.abs(np.asarray(served)
+                                      - model.predict(inputs, verbose=0)).max())))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(site), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) < 1e-6

@@ -41,7 +41,6 @@ class Plugin:
         register(TwoUpdates)
 
 
-stepkit.register_plugin(Plugin(), name="test-step-authoring")
 
 
 def net():
@@ -119,7 +118,6 @@ class ZeroLossPlugin:
         register(ZeroLoss)
 
 
-stepkit.register_plugin(ZeroLossPlugin(), name="test-zero-loss")
 
 
 def test_the_framework_adds_the_role_regularisation_like_keras():
@@ -195,7 +193,15 @@ class TwoNetsPlugin:
         register(TwoNetsDeclared)
 
 
-stepkit.register_plugin(TwoNetsPlugin(), name="test-two-nets")
+PLUGINS = {"test-step-authoring": Plugin(), "test-zero-loss": ZeroLossPlugin(),
+           "test-two-nets": TwoNetsPlugin()}
+
+
+@pytest.fixture(autouse=True)
+def _registered():
+    # Per test, not at import: other test modules reset the global registry.
+    for name, plugin in PLUGINS.items():
+        stepkit.register_plugin(plugin, name=name)
 
 
 def two_nets():

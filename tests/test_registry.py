@@ -211,3 +211,26 @@ def test_stepkit_list_shows_both_steps_of_one_module_and_nothing_broken(site):
     assert any(line.startswith("twin-b ") and "stepkit-twins 0.2.0" in line for line in lines)
     assert "BROKEN" not in proc.stdout, proc.stdout
     assert "already registered" not in proc.stdout + proc.stderr
+
+
+def test_a_plugin_registered_by_hand_outlives_reset_registry():
+    import stepkit
+    from stepkit.registry import reset_registry
+
+    class Kept(stepkit.Step):
+        name = "kept-after-reset"
+
+        def train_step(self, ctx, data):
+            pass
+
+        def test_step(self, ctx, data):
+            pass
+
+    class Plugin:
+        @stepkit.hookimpl
+        def stepkit_register_steps(self, register):
+            register(Kept)
+
+    stepkit.register_plugin(Plugin(), name="kept-after-reset")
+    reset_registry()
+    assert stepkit.get_step("kept-after-reset") is Kept

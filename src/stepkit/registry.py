@@ -338,6 +338,8 @@ def _own_version() -> str | None:
 
 _REGISTRY: StepRegistry | None = None
 _REGISTRY_LOCK = threading.Lock()
+# Plugins registered by hand (register_plugin) outlive reset_registry().
+_BY_HAND: list[tuple[object, str | None]] = []
 
 
 def registry() -> StepRegistry:
@@ -346,11 +348,16 @@ def registry() -> StepRegistry:
     with _REGISTRY_LOCK:
         if _REGISTRY is None:
             _REGISTRY = StepRegistry()
+            for plugin, name in _BY_HAND:
+                _REGISTRY.register_plugin(plugin, name)
         return _REGISTRY
 
 
 def reset_registry() -> None:
-    """Forget loaded plugins; the next query reads the environment again."""
+    """Forget loaded plugins; the next query reads the environment again.
+
+    Plugins registered by hand with :func:`register_plugin` are registered again.
+    """
     global _REGISTRY
     with _REGISTRY_LOCK:
         _REGISTRY = None
@@ -377,3 +384,5 @@ def list_steps() -> list[StepInfo]:
 def register_plugin(plugin: object, name: str | None = None) -> None:
     """Register a plugin by hand (for steps defined in a script or notebook)."""
     registry().register_plugin(plugin, name)
+    if not any(p is plugin for p, _ in _BY_HAND):
+        _BY_HAND.append((plugin, name))

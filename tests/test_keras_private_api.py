@@ -8,7 +8,9 @@ Each import below is used by stepkit because no public API does the same:
 - ``Trainer._symbolic_build``: builds compile metrics and losses from a
   symbolic batch (stepkit.model); ``Trainer`` itself: ``model.metrics`` skips
   the metrics of nested trainers, which stepkit adds back (stepkit.trackers);
-- ``seed_generator.make_default_seed``: an unseeded model's seed (stepkit.rng).
+- ``seed_generator.make_default_seed``: an unseeded model's seed (stepkit.rng);
+- ``optimizer._learning_rate``: tells a scheduled learning rate from a fixed one
+  (stepkit.learning_rates).
 """
 
 import keras
@@ -72,3 +74,12 @@ def test_model_metrics_skip_the_metrics_of_a_nested_trainer():
 
 def test_make_default_seed_is_an_int():
     assert isinstance(make_default_seed(), int | np.integer)
+
+
+def test_an_optimizer_keeps_its_schedule_in_learning_rate_underscore():
+    schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.5)
+    optimizer = keras.optimizers.Adam(schedule)
+    assert optimizer._learning_rate is schedule
+    assert not isinstance(optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+    wrapped = keras.optimizers.LossScaleOptimizer(optimizer)
+    assert wrapped.inner_optimizer._learning_rate is schedule

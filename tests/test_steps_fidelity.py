@@ -187,3 +187,16 @@ def test_a_tracked_value_without_a_direction_needs_a_mode_like_keras():
     stop.set_model(model)
     with pytest.raises(ValueError, match="Pass `mode='max'`"):
         stop._set_monitor_op()
+
+
+def test_a_role_on_a_schedule_is_left_alone_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = make("gan")
+    schedule = keras.optimizers.schedules.ExponentialDecay(4e-4, 2, 0.5)
+    model.compile(optimizer={"generator": keras.optimizers.Adam(1e-4),
+                             "discriminator": keras.optimizers.Adam(schedule)})
+    assert isinstance(model.optimizers["discriminator"], keras.optimizers.LossScaleOptimizer)
+    cb = keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5)
+    history = fit(model, "gan", epochs=2, callbacks=[cb])
+    np.testing.assert_allclose(history["generator_learning_rate"], [5e-5, 2.5e-5], rtol=1e-5)
+    assert "discriminator_learning_rate" not in history

@@ -17,10 +17,14 @@ import keras
 
 
 def _rate(optimizer: Any) -> float | None:
-    if isinstance(optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-        return None
-    lr = getattr(optimizer, "_learning_rate", None)
-    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+    """The optimizer's current learning rate; None when it follows a schedule.
+
+    ``optimizer.learning_rate`` of a scheduled optimizer is the schedule's current
+    value, so the schedule is read from ``_learning_rate`` (private Keras API, pinned
+    in tests/test_keras_private_api.py) of the optimizer a ``LossScaleOptimizer`` wraps.
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if isinstance(inner._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
         return None
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 

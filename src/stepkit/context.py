@@ -17,6 +17,15 @@ if TYPE_CHECKING:
     from stepkit.step import Batch, Step
 
 
+def missing_targets(step_name: str, received: str) -> DataStructureError:
+    """The error for a batch without targets when ``compile()`` was given a loss."""
+    return DataStructureError(
+        f"Step {step_name!r} needs targets for the loss given to compile(): pass fit(x, y) "
+        f"or a dataset of (x, y) or (x, y, sample_weight). Received {received}. (A network "
+        "that adds its own losses trains on x alone when compile() gets no loss.)"
+    )
+
+
 class StepContext:
     """What a step is given: its networks, optimizers and the framework's helpers.
 
@@ -141,12 +150,7 @@ class StepContext:
                 )
             return ops.zeros(())
         if y is None:
-            raise DataStructureError(
-                f"Step {self.step.name!r} needs targets for the loss given to compile(): pass "
-                "fit(x, y) or a dataset of (x, y) or (x, y, sample_weight). Received a batch "
-                "without y. (A network that adds its own losses trains on x alone when "
-                "compile() gets no loss.)"
-            )
+            raise missing_targets(self.step.name, "a batch without y")
         value = compiled(y, y_pred, sample_weight)
         if value is None:
             return ops.zeros(())

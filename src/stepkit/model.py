@@ -13,8 +13,8 @@ from keras.src.trainers.trainer import Trainer
 from stepkit import backend
 from stepkit.compiling import CompileMixin
 from stepkit.config import structure_config, unstructure_config
-from stepkit.context import StepContext
-from stepkit.errors import DataStructureError, StepDefinitionError
+from stepkit.context import StepContext, missing_targets
+from stepkit.errors import StepDefinitionError
 from stepkit.learning_rates import with_role_learning_rates
 from stepkit.registry import get_step
 from stepkit.resume import with_resume
@@ -203,12 +203,7 @@ class StepModel(CompileMixin, MetricsMixin, keras.Model):
                 )
             self._networks.update(made)
         if batch.y is None and self._compile_loss is not None:
-            raise DataStructureError(
-                f"Step {self.step.name!r} needs targets for the loss given to compile(): pass "
-                "fit(x, y) or a dataset of (x, y) or (x, y, sample_weight). Received a batch "
-                f"with {batch.describe()}. (A network that adds its own losses trains on x "
-                "alone when compile() gets no loss.)"
-            )
+            raise missing_targets(self.step.name, f"a batch with {batch.describe()}")
         self.step.build(self._ctx, batch)
         unbuilt = [r for r, n in self._networks.items() if not n.built]
         if unbuilt:

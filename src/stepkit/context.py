@@ -214,7 +214,12 @@ class StepContext:
             self._warn_frozen(role)
             return
         optimizer = self.model._optimizer_for(role)
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        if len(grads) != len(variables):
+            raise StepDefinitionError(
+                f"ctx.apply_gradients({role!r}, grads): got {len(grads)} gradients for the "
+                f"{len(variables)} variables of role {role!r}. Pass the grads that "
+                "ctx.gradients() returned for this role.")
+        backend.apply_gradients(optimizer, list(grads), variables)
 
     def minimize(self, role: str, loss_fn: Callable[[], Any], regularization: bool = True) -> Any:
         """One optimizer update of ``role`` on ``loss_fn()``; returns the plain total loss.

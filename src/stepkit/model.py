@@ -40,7 +40,7 @@ def _from_spec(v: Any) -> Any:
 
 
 @keras.saving.register_keras_serializable(package="stepkit")
-class StepModel(CompileMixin, MetricsMixin, keras.Model):
+class StepModel(backend.StepTrainer, CompileMixin, MetricsMixin, keras.Model):
     """A Keras model whose ``train_step`` and ``test_step`` are a step plugin's.
 
     Args:
@@ -169,7 +169,7 @@ class StepModel(CompileMixin, MetricsMixin, keras.Model):
             # weakly: holding the last fit's iterator keeps its buffers alive
             self._checked_iterator = weakref.ref(iterator)
         batch = Batch.from_data(keras.tree.map_structure(_symbolic, data_batch))
-        with self.distribute_strategy.scope():
+        with self._build_scope():
             self._prepare(batch)
 
     @staticmethod
@@ -188,7 +188,7 @@ class StepModel(CompileMixin, MetricsMixin, keras.Model):
     def build_from_data(self, data: Any) -> None:
         """Build every network and optimizer from one batch (or its spec) without training."""
         batch = Batch.from_data(keras.tree.map_structure(_symbolic, data))
-        with self.distribute_strategy.scope():
+        with self._build_scope():
             self._prepare(batch)
 
     def _prepare(self, batch: Batch) -> None:
@@ -310,42 +310,18 @@ class StepModel(CompileMixin, MetricsMixin, keras.Model):
             kwargs["callbacks"] = extend(kwargs.get("callbacks"))
         return super().fit(*args, **kwargs)
 
-    def _set_resume_skip(self, batches: int) -> None:
-        skip = self.__dict__.get("_skip_batches")
-        if batches <= 0 and skip is None:
-            return
-        if skip is None:
-            with self.distribute_strategy.scope():
-                skip = backend.untracked_counter()
-            object.__setattr__(self, "_skip_batches", skip)  # not a weight: never saved
-        skip.assign(batches)
-        if batches > 0 and not self.__dict__.get("_traced_with_skip"):
-            self.make_train_function(force=True)
-
-    def train_step(self, data: Any) -> dict[str, Any]:
-        skip = self.__dict__.get("_skip_batches")
-        if skip is None:
-            return self._train_step(data)
-        object.__setattr__(self, "_traced_with_skip", True)
-
-        def skip_batch():
-            skip.assign_sub(1)
-            return self._for_reduction(self.get_metrics_result())
-
-        return backend.cond(skip > 0, skip_batch, lambda: self._train_step(data))
-
-    def _train_step(self, data: Any) -> dict[str, Any]:
+    def _train_body(self, data: Any) -> dict[str, Any]:
         logs = self._run("train_step", data)
         self._step_counter.assign_add(1)
         return self._for_reduction(logs)
 
-    def test_step(self, data: Any) -> dict[str, Any]:
+    def _test_body(self, data: Any) -> dict[str, Any]:
         return self._for_reduction(self._run("test_step", data))
 
     def _for_reduction(self, logs: dict[str, Any]) -> dict[str, Any]:
         # Keras reduces per-step logs across workers with a MEAN over axis 0, which
         # scalars do not have; metric results are already equal on every replica.
-        if not backend.is_multi_worker(self.distribute_strategy):
+        if not self._multi_worker():
             return logs
         return {k: keras.ops.reshape(v, (1,)) if len(getattr(v, "shape", (0,))) == 0 else v
                 for k, v in logs.items()}

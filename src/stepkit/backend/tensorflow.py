@@ -68,6 +68,10 @@ def value_and_grad(
     return tape.gradient(target, list(variables)), aux
 
 
+def apply_gradients(optimizer: Any, grads: Sequence[Any], variables: Sequence[Any]) -> None:
+    optimizer.apply_gradients(zip(grads, variables, strict=True))
+
+
 def input_gradients(fn: Callable[[Any], Any], inputs: Any) -> Any:
     """Gradient of ``sum(fn(inputs))`` with respect to ``inputs`` (gradient penalties, R1).
 
@@ -158,3 +162,46 @@ def serving_function(model: Any, spec: Any) -> Any:
         return model(inputs)
 
     return serving_default
+
+
+class StepTrainer:
+    """Keras' TensorFlow trainer protocol for :class:`stepkit.StepModel`.
+
+    The epoch loop runs ``steps_per_execution`` batches inside one
+    ``tf.function``, so a resumed run skips the batches a mid-epoch backup
+    already ran with a ``tf.cond`` in the step (see :mod:`stepkit.resume`).
+    """
+
+    def _build_scope(self) -> Any:
+        """Where variables are created: the model's ``tf.distribute`` strategy scope."""
+        return self.distribute_strategy.scope()
+
+    def _multi_worker(self) -> bool:
+        return is_multi_worker(self.distribute_strategy)
+
+    def _set_resume_skip(self, batches: int) -> None:
+        skip = self.__dict__.get("_skip_batches")
+        if batches <= 0 and skip is None:
+            return
+        if skip is None:
+            with self.distribute_strategy.scope():
+                skip = untracked_counter()
+            object.__setattr__(self, "_skip_batches", skip)  # not a weight: never saved
+        skip.assign(batches)
+        if batches > 0 and not self.__dict__.get("_traced_with_skip"):
+            self.make_train_function(force=True)
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        skip = self.__dict__.get("_skip_batches")
+        if skip is None:
+            return self._train_body(data)
+        object.__setattr__(self, "_traced_with_skip", True)
+
+        def skip_batch():
+            skip.assign_sub(1)
+            return self._for_reduction(self.get_metrics_result())
+
+        return cond(skip > 0, skip_batch, lambda: self._train_body(data))
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        return self._test_body(data)

@@ -1,0 +1,270 @@
+"""JAX implementations of the backend pieces (see :mod:`stepkit.backend`).
+
+Keras' JAX trainer is stateless: ``train_step(state, data)`` receives every
+variable's value and returns ``(logs, new_state)`` (keras-io, "Customizing what
+happens in fit() with JAX"). stepkit runs the step's ordinary, stateful-looking
+code inside one ``keras.StatelessScope`` that maps every variable of the model
+(networks, every role's optimizer, metrics, the framework's own) to its value
+in ``state``, and reads the new values back when the step returns. Inside it:
+
+- ``value_and_grad`` differentiates with ``jax.value_and_grad`` a pure function
+  of the role's trainable values, which runs the step's loss in a nested scope
+  and returns every other variable's new value (BatchNorm statistics, seed
+  generators) as auxiliary output, written back afterwards;
+- ``apply_gradients`` uses the optimizer's ``stateless_apply`` (Keras' own
+  ``apply`` branches with side effects, which ``jax.lax.cond`` cannot hold);
+- ``cond`` runs each branch as a pure function of the variables' values under
+  ``jax.lax.cond``, so branches may update optimizers (``ctx.minimize``).
+
+With ``keras.distribution`` (``DataParallel``, ``ModelParallel``) the step is
+traced once over the *global* batch and sharded by XLA, so it sees one replica.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import keras
+
+from stepkit.backend.common import PythonLoopTrainer
+
+_ACTIVE: list[list[Any]] = []  # the variables mapped by the step being traced
+
+
+def _refs() -> list[Any]:
+    if not _ACTIVE:
+        raise RuntimeError(
+            "stepkit's JAX backend ran a training-step helper outside a training step "
+            "(ctx.minimize, ctx.gradients, ctx.cond and ctx.apply_gradients run inside "
+            "train_step/test_step)."
+        )
+    return _ACTIVE[-1]
+
+
+@contextlib.contextmanager
+def _mapped(refs: list[Any], values: Sequence[Any]) -> Iterator[keras.StatelessScope]:
+    with keras.StatelessScope(state_mapping=list(zip(refs, values, strict=True)),
+                              collect_losses=True) as scope:
+        _ACTIVE.append(refs)
+        try:
+            yield scope
+        finally:
+            _ACTIVE.pop()
+
+
+def _current(refs: list[Any]) -> list[Any]:
+    return [v.value for v in refs]
+
+
+def _read(scope: keras.StatelessScope, refs: list[Any]) -> list[Any]:
+    out = []
+    for v in refs:
+        value = scope.get_current_value(v)
+        out.append(v.value if value is None else value)
+    return out
+
+
+def _write(refs: list[Any], values: Sequence[Any], skip: set[int] = frozenset()) -> None:
+    for i, (v, value) in enumerate(zip(refs, values, strict=True)):
+        if i not in skip:
+            v.assign(value)
+
+
+def run_stateless(groups: Sequence[Sequence[Any]], state: Sequence[Sequence[Any]],
+                  body: Callable[[], Any]) -> tuple[Any, tuple[list[Any], ...]]:
+    """Run ``body()`` with every variable of ``groups`` set to its value in ``state``.
+
+    Returns ``body``'s output and the new values, grouped like ``state``.
+    """
+    refs = [v for group in groups for v in group]
+    values = [x for group in state for x in group]
+    with _mapped(refs, values) as scope:
+        out = body()
+        new = _read(scope, refs)
+    grouped, start = [], 0
+    for group in groups:
+        grouped.append(new[start:start + len(group)])
+        start += len(group)
+    return out, tuple(grouped)
+
+
+def value_and_grad(fn: Callable[[], tuple[Any, Any]],
+                   variables: Sequence[Any]) -> tuple[list[Any], Any]:
+    """Gradients of ``fn()[0]`` w.r.t. ``variables``, and ``fn()[1]``; see the module doc."""
+    refs = _refs()
+    index = {id(v): i for i, v in enumerate(refs)}
+    missing = [v.path for v in variables if id(v) not in index]
+    if missing:
+        raise RuntimeError(f"Variables {missing} are not part of the model's state.")
+    positions = [index[id(v)] for v in variables]
+    current = _current(refs)
+
+    def pure(trainable: list[Any]) -> tuple[Any, tuple[Any, list[Any]]]:
+        values = list(current)
+        for p, t in zip(positions, trainable, strict=True):
+            values[p] = t
+        with _mapped(refs, values) as scope:
+            target, aux = fn()
+            new = _read(scope, refs)
+        return target, (aux, new)
+
+    (_, (aux, new)), grads = jax.value_and_grad(pure, has_aux=True)(
+        [current[p] for p in positions])
+    _write(refs, new, skip=set(positions))
+    return list(grads), aux
+
+
+def input_gradients(fn: Callable[[Any], Any], inputs: Any) -> Any:
+    """Gradient of ``sum(fn(inputs))`` with respect to ``inputs`` (gradient penalties, R1)."""
+    refs = _refs()
+    current = _current(refs)
+
+    def pure(x: Any) -> tuple[Any, list[Any]]:
+        with _mapped(refs, current) as scope:
+            out = jnp.sum(fn(x))
+            new = _read(scope, refs)
+        return out, new
+
+    grads, new = jax.grad(pure, has_aux=True)(inputs)
+    _write(refs, new)
+    return grads
+
+
+def apply_gradients(optimizer: Any, grads: Sequence[Any], variables: Sequence[Any]) -> None:
+    """One update with ``optimizer.stateless_apply``, written back into the step's scope."""
+    if not optimizer.built:
+        raise RuntimeError(
+            f"Optimizer {optimizer.name!r} is not built; stepkit builds every role's "
+            "optimizer before the first step.")
+    new_vars, new_opt = optimizer.stateless_apply(
+        _current(optimizer.variables), list(grads), _current(variables))
+    _write(list(variables), new_vars)
+    _write(list(optimizer.variables), new_opt)
+
+
+def cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
+    """``jax.lax.cond`` over the model's state: branches may update variables."""
+    refs = _refs()
+
+    def branch(fn: Callable[[], Any]) -> Callable[[list[Any]], Any]:
+        def run(values: list[Any]) -> tuple[Any, list[Any]]:
+            with _mapped(refs, values) as scope:
+                out = fn()
+                new = _read(scope, refs)
+            return out, new
+
+        return run
+
+    out, new = jax.lax.cond(jnp.asarray(pred, bool).reshape(()), branch(true_fn),
+                            branch(false_fn), _current(refs))
+    _write(refs, new)
+    return out
+
+
+def num_replicas() -> int:
+    """1: under ``keras.distribution`` the step is traced once over the global batch."""
+    return 1
+
+
+def replica_id() -> Any:
+    return jnp.asarray(0, jnp.int32)
+
+
+def local_value(v: Any) -> Any:
+    return v
+
+
+def dataset_spec(dataset: Any) -> Any:
+    return None
+
+
+def is_multi_worker(strategy: Any) -> bool:
+    return False
+
+
+def _key(seed: Any) -> Any:
+    return jax.random.wrap_key_data(jnp.asarray(seed).astype(jnp.uint32).reshape((2,)),
+                                    impl="threefry2x32")
+
+
+def stateless_normal(shape: Any, seed: Any, dtype: str = "float32", mean: float = 0.0,
+                     stddev: float = 1.0) -> Any:
+    """Normal draws from the threefry key made of ``seed`` (an int pair)."""
+    z = jax.random.normal(_key(seed), tuple(shape), jnp.float32)
+    return (mean + stddev * z).astype(dtype)
+
+
+def stateless_uniform(shape: Any, seed: Any, dtype: str = "float32", minval: float = 0.0,
+                      maxval: float = 1.0) -> Any:
+    u = jax.random.uniform(_key(seed), tuple(shape), jnp.float32, minval, maxval)
+    return u.astype(dtype)
+
+
+def serving_function(model: Any, spec: Any) -> Any:
+    return None
+
+
+class _AllOptimizers:
+    """Stands for ``model.optimizer`` while Keras gathers the state: every role's variables."""
+
+    def __init__(self, optimizers: Sequence[Any]) -> None:
+        self.variables = [v for opt in optimizers for v in opt.variables]
+
+
+class StepTrainer(PythonLoopTrainer):
+    """Keras' JAX trainer protocol for :class:`stepkit.StepModel`.
+
+    Keras' JAX trainer carries one optimizer's variables in the state; a step
+    has one optimizer per role, so while Keras gathers, syncs or shards the
+    state, ``self.optimizer`` stands for all of them (in role order).
+    """
+
+    def _state_refs(self, optimizers: bool) -> list[list[Any]]:
+        groups = [self.trainable_variables, self.non_trainable_variables]
+        if optimizers:
+            groups.append(_AllOptimizers(self._optimizers_in_order()).variables)
+        groups.append(self.metrics_variables)
+        return groups
+
+    def _optimizers_in_order(self) -> list[Any]:
+        return list((getattr(self, "_role_optimizers", None) or {}).values())
+
+    def train_step(self, state: Any, data: Any) -> tuple[Any, Any]:
+        logs, new = run_stateless(self._state_refs(True), state,
+                                  lambda: self._train_body(data))
+        return logs, new
+
+    def test_step(self, state: Any, data: Any) -> tuple[Any, Any]:
+        logs, new = run_stateless(self._state_refs(False), state,
+                                  lambda: self._test_body(data))
+        return logs, new
+
+    @contextlib.contextmanager
+    def _every_optimizer(self) -> Iterator[None]:
+        original = self.__dict__.get("optimizer")
+        if getattr(self, "_role_optimizers", None) and len(self._role_optimizers) > 1:
+            object.__setattr__(self, "optimizer", _AllOptimizers(self._optimizers_in_order()))
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "optimizer", original)
+
+    def _get_jax_state(self, *args: Any, **kwargs: Any) -> Any:
+        with self._every_optimizer():
+            return super()._get_jax_state(*args, **kwargs)
+
+    def jax_state_sync(self) -> None:
+        with self._every_optimizer():
+            super().jax_state_sync()
+
+    def _get_state_sharding_spec(self) -> Any:
+        with self._every_optimizer():
+            return super()._get_state_sharding_spec()
+
+    def _purge_model_variables(self, *args: Any, **kwargs: Any) -> None:
+        with self._every_optimizer():
+            super()._purge_model_variables(*args, **kwargs)

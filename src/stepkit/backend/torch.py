@@ -1,0 +1,111 @@
+"""PyTorch implementations of the backend pieces (see :mod:`stepkit.backend`).
+
+Keras' torch trainer runs the step eagerly with autograd (keras-io, "Customizing
+what happens in fit() with PyTorch"): gradients come from
+``torch.autograd.grad`` on the role's parameters (not ``backward()``, so that
+several roles' losses in one step never mix their ``.grad`` buffers), and
+optimizer updates run under ``torch.no_grad()``. Keras' ``fit`` has no
+multi-device path on torch: :func:`check_distribution` refuses one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from stepkit.backend.common import PythonLoopTrainer
+
+
+def num_replicas() -> int:
+    return 1
+
+
+def replica_id() -> Any:
+    return torch.tensor(0, dtype=torch.int32)
+
+
+def local_value(v: Any) -> Any:
+    return v
+
+
+def dataset_spec(dataset: Any) -> Any:
+    return None
+
+
+def is_multi_worker(strategy: Any) -> bool:
+    return False
+
+
+def value_and_grad(fn: Callable[[], tuple[Any, Any]],
+                   variables: Sequence[Any]) -> tuple[list[Any], Any]:
+    """``torch.autograd.grad`` of ``fn()[0]`` w.r.t. ``variables``; unused ones get zeros."""
+    with torch.enable_grad():
+        target, aux = fn()
+        params = [v.value for v in variables]
+        grads = torch.autograd.grad(target, params, allow_unused=True)
+    pairs = zip(grads, params, strict=True)
+    return [torch.zeros_like(p) if g is None else g for g, p in pairs], aux
+
+
+def input_gradients(fn: Callable[[Any], Any], inputs: Any) -> Any:
+    """Differentiable gradient of ``sum(fn(inputs))`` w.r.t. ``inputs`` (``create_graph``)."""
+    with torch.enable_grad():
+        if not inputs.requires_grad:
+            inputs = inputs.detach().requires_grad_(True)
+        out = torch.sum(fn(inputs))
+        (grad,) = torch.autograd.grad(out, inputs, create_graph=True)
+    return grad
+
+
+def apply_gradients(optimizer: Any, grads: Sequence[Any], variables: Sequence[Any]) -> None:
+    with torch.no_grad():
+        optimizer.apply(list(grads), list(variables))
+
+
+def cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
+    """Eager: a Python branch on ``pred``'s value."""
+    return true_fn() if bool(pred) else false_fn()
+
+
+def _generator(seed: Any) -> torch.Generator:
+    s = torch.as_tensor(seed).to(torch.int64).reshape(-1).tolist()
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed((int(s[0]) & 0xFFFFFFFF) << 32 | (int(s[1]) & 0xFFFFFFFF))
+    return gen
+
+
+def _device() -> Any:
+    from keras.src.backend.torch.core import get_device
+
+    return get_device()
+
+
+def stateless_normal(shape: Any, seed: Any, dtype: str = "float32", mean: float = 0.0,
+                     stddev: float = 1.0) -> Any:
+    """Normal draws from a ``torch.Generator`` seeded with the int pair ``seed``."""
+    shape = tuple(int(d) for d in shape)
+    z = torch.randn(shape, generator=_generator(seed), dtype=torch.float32)
+    return (mean + stddev * z).to(device=_device(), dtype=getattr(torch, dtype))
+
+
+def stateless_uniform(shape: Any, seed: Any, dtype: str = "float32", minval: float = 0.0,
+                      maxval: float = 1.0) -> Any:
+    shape = tuple(int(d) for d in shape)
+    u = torch.rand(shape, generator=_generator(seed), dtype=torch.float32)
+    return (minval + (maxval - minval) * u).to(device=_device(), dtype=getattr(torch, dtype))
+
+
+def serving_function(model: Any, spec: Any) -> Any:
+    return None
+
+
+class StepTrainer(PythonLoopTrainer):
+    """Keras' torch trainer protocol for :class:`stepkit.StepModel` (eager, stateful)."""
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        return self._train_body(data)
+
+    def test_step(self, data: Any) -> dict[str, Any]:
+        return self._test_body(data)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import keras
 from keras import ops
@@ -13,8 +13,33 @@ from stepkit import backend, losses
 from stepkit.errors import DataStructureError, StepDefinitionError
 
 if TYPE_CHECKING:
-    from stepkit.model import StepModel
     from stepkit.step import Batch, Step
+
+
+class StepHost(Protocol):
+    """What the framework gives a :class:`StepContext`; :class:`stepkit.StepModel` is one.
+
+    This is the whole dependency of the context on the model: steps talk to the
+    context, the context to its host and to :mod:`stepkit.backend`, and nothing
+    of this package imports the model but the model itself.
+    """
+
+    model: Any  # the keras.Model being trained
+    step: Step
+    networks: Mapping[str, Any]
+    optimizers: Mapping[str, Any]
+    iterations: Any  # int64 variable: training steps run so far
+    step_loss: Callable[[Any, Any, Any], Any] | None  # compile(loss=) of a "step" loss_kind
+    compiled_loss: Callable[[Any, Any, Any], Any] | None  # Keras' compiled loss
+    compiled_metrics: Any  # Keras' compiled metrics (update_state), or None
+    network_losses: list[Any]  # add_loss and regularizer terms of every network
+    step_state: Mapping[str, Any]
+
+    def variables_for(self, role: str) -> list[Any]: ...
+    def optimizer_for(self, role: str) -> Any: ...
+    def tracker_for(self, name: str) -> Any: ...
+    def next_seed(self) -> Any: ...
+    def add_step_state(self, name: str, shape: Any, dtype: str, initializer: Any) -> Any: ...
 
 
 def missing_targets(step_name: str, received: str) -> DataStructureError:
@@ -41,32 +66,41 @@ class StepContext:
     before differentiating, and returns the plain total.
     """
 
-    def __init__(self, model: StepModel) -> None:
-        self.model = model
+    def __init__(self, host: StepHost) -> None:
+        self._host = host
         self._warned_frozen: set[str] = set()
 
     # ------------------------------------------------------------ what the step uses
 
     @property
+    def model(self) -> Any:
+        """The ``keras.Model`` being trained; ``ctx.model(x)`` is the step's ``call``."""
+        return self._host.model
+
+    @property
     def step(self) -> Step:
-        return self.model.step
+        return self._host.step
 
     @property
     def config(self) -> Any:
-        return self.model.step.config
+        return self._host.step.config
 
     @property
     def networks(self) -> Mapping[str, Any]:
-        return self.model.networks
+        return self._host.networks
 
     @property
     def optimizers(self) -> Mapping[str, Any]:
-        return self.model.optimizers
+        return self._host.optimizers
 
     @property
     def iterations(self) -> Any:
         """Training steps run so far (an int64 variable: use it in ``ops.cond``)."""
-        return self.model._step_counter
+        return self._host.iterations
+
+    def variables(self, role: str) -> list[Any]:
+        """The variables optimizer ``role`` updates (empty for a frozen network)."""
+        return self._host.variables_for(role)
 
     def unpack(self, data: Any) -> tuple[Any, Any, Any]:
         """``(x, y, sample_weight)`` from a batch, like ``keras.utils.unpack_x_y_sample_weight``."""
@@ -121,7 +155,7 @@ class StepContext:
         reduced as ``keras.Model.compile(loss=...)`` reduces it, with
         ``sample_weight`` applied (see :mod:`stepkit.losses`).
         """
-        fn = self.model._step_loss
+        fn = self._host.step_loss
         if fn is None:
             raise StepDefinitionError(
                 f"Step {self.step.name!r} called ctx.loss() but has no loss: its loss_kind is "
@@ -141,9 +175,9 @@ class StepContext:
             ValueError: there is no compiled loss and the networks add none.
         """
         del x, training
-        compiled = self.model._compile_loss
+        compiled = self._host.compiled_loss
         if compiled is None:
-            if not self.model.losses:
+            if not self._host.network_losses:
                 raise ValueError(
                     "No loss to compute. Provide a `loss` argument in `compile()`, or use a "
                     "network that adds its own losses (add_loss, regularizers)."
@@ -186,8 +220,8 @@ class StepContext:
             ``(grads, out)``: one gradient per variable of the role, and
             ``loss_fn()``'s output with its loss replaced by the plain total.
         """
-        optimizer = self.model._optimizer_for(role)
-        variables = self.model._variables_for(role)
+        optimizer = self._host.optimizer_for(role)
+        variables = self._host.variables_for(role)
 
         def target() -> tuple[Any, Any]:
             out = loss_fn()
@@ -209,11 +243,11 @@ class StepContext:
         A role with no trainable variables (a frozen network) is skipped, with a
         warning, as ``keras.Model.fit`` skips a model without trainable weights.
         """
-        variables = self.model._variables_for(role)
+        variables = self._host.variables_for(role)
         if not variables:
             self._warn_frozen(role)
             return
-        optimizer = self.model._optimizer_for(role)
+        optimizer = self._host.optimizer_for(role)
         if len(grads) != len(variables):
             raise StepDefinitionError(
                 f"ctx.apply_gradients({role!r}, grads): got {len(grads)} gradients for the "
@@ -248,18 +282,19 @@ class StepContext:
 
     def track(self, name: str, value: Any, batch_size: Any) -> None:
         """Add a plain per-replica ``value`` to the epoch mean ``name``, weighted by batch size."""
-        tracker = self.model._tracker_for(name)
+        tracker = self._host.tracker_for(name)
         tracker.update_state(value, sample_weight=batch_size)
 
     def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
         """Update the metrics given to ``compile(metrics=..., weighted_metrics=...)``."""
-        if self.model._compile_metrics is not None:
-            self.model._compile_metrics.update_state(y, y_pred, sample_weight)
+        metrics = self._host.compiled_metrics
+        if metrics is not None:
+            metrics.update_state(y, y_pred, sample_weight)
 
     # ------------------------------------------------------------ randomness and state
 
     def _next_seed(self) -> Any:
-        seed = ops.cast(self.model._seed_generator.next(), "int32")
+        seed = ops.cast(self._host.next_seed(), "int32")
         return seed + ops.stack([ops.convert_to_tensor(0, "int32"), backend.replica_id()])
 
     def normal(self, shape: Any, dtype: str = "float32", mean: float = 0.0,
@@ -275,12 +310,12 @@ class StepContext:
     def add_state(self, name: str, shape: Any = (), dtype: str = "float32",
                   initializer: Any = "zeros") -> Any:
         """Create a saved, non-trainable variable owned by the model (call in ``build_state``)."""
-        return self.model._add_step_state(name, shape, dtype, initializer)
+        return self._host.add_step_state(name, shape, dtype, initializer)
 
     @property
     def state(self) -> Mapping[str, Any]:
         """The variables created with :meth:`add_state`."""
-        return self.model._step_state
+        return self._host.step_state
 
     def cond(self, pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
         """``ops.cond``: use it for schedules, which run inside a compiled graph.

@@ -39,6 +39,38 @@ def _from_spec(v: Any) -> Any:
     return type(v)(_from_spec(x) for x in v)
 
 
+class _Host:
+    """The model as its :class:`StepContext` sees it (:class:`stepkit.context.StepHost`)."""
+
+    def __init__(self, model: StepModel) -> None:
+        self.model = model
+
+    step = property(lambda self: self.model.step)
+    networks = property(lambda self: self.model.networks)
+    optimizers = property(lambda self: self.model.optimizers)
+    iterations = property(lambda self: self.model._step_counter)
+    step_loss = property(lambda self: self.model._step_loss)
+    compiled_loss = property(lambda self: self.model._compile_loss)
+    compiled_metrics = property(lambda self: self.model._compile_metrics)
+    network_losses = property(lambda self: self.model.losses)
+    step_state = property(lambda self: self.model._step_state)
+
+    def variables_for(self, role: str) -> list[Any]:
+        return self.model._variables_for(role)
+
+    def optimizer_for(self, role: str) -> Any:
+        return self.model._optimizer_for(role)
+
+    def tracker_for(self, name: str) -> Any:
+        return self.model._tracker_for(name)
+
+    def next_seed(self) -> Any:
+        return self.model._seed_generator.next()
+
+    def add_step_state(self, name: str, shape: Any, dtype: str, initializer: Any) -> Any:
+        return self.model._add_step_state(name, shape, dtype, initializer)
+
+
 @keras.saving.register_keras_serializable(package="stepkit")
 class StepModel(backend.StepTrainer, CompileMixin, MetricsMixin, keras.Model):
     """A Keras model whose ``train_step`` and ``test_step`` are a step plugin's.
@@ -71,7 +103,7 @@ class StepModel(backend.StepTrainer, CompileMixin, MetricsMixin, keras.Model):
         step_class: type[Step] = get_step(step)
         self.step = step_class(structure_config(step_class.config_class, config, step=step))
         self._seed = seed
-        self._ctx = StepContext(self)
+        self._ctx = StepContext(_Host(self))
         self._networks = self._normalise_networks(networks)
         tracked = [n for n in step_class.tracked if n != "loss"]
         # only a step that tracks values of its own has the container (Keras' own

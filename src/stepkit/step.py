@@ -61,6 +61,8 @@ _RESERVED_ROLES = frozenset({
     "optimizer", "optimizers", "loss", "step", "networks", "compiled", "history",
     "stop_training", "name", "dtype", "built", "trainable", "jit_compile", "run_eagerly",
     "steps_per_execution",
+    # StepModel's own public attributes beyond keras.Model's (a test pins this list)
+    "build_from_data",
 })
 
 
@@ -154,8 +156,6 @@ class Step:
     @classmethod
     def check_definition(cls) -> None:
         """Raise :class:`StepDefinitionError` if the class breaks the contract."""
-        from stepkit.model import StepModel
-
         where = f"{cls.__module__}.{cls.__qualname__}"
 
         def fail(msg: str) -> None:
@@ -175,7 +175,7 @@ class Step:
             fail("`roles` must name at least one network.")
         for role in cls.roles:
             if (not role.isidentifier() or keyword.iskeyword(role) or role in _RESERVED_ROLES
-                    or hasattr(StepModel, role)):
+                    or hasattr(keras.Model, role)):
                 fail(f"role {role!r} must be an identifier that is not a StepModel attribute.")
         if not isinstance(cls.tracked, tuple) or len(set(cls.tracked)) != len(cls.tracked):
             fail(f"`tracked` must be a tuple of distinct names. Received: {cls.tracked!r}.")
@@ -296,7 +296,7 @@ class Step:
         network or for an optimizer role without a network of its name.
         """
         net = ctx.networks.get(role)
-        if net is None or not ctx.model._variables_for(role):
+        if net is None or not ctx.variables(role):
             return []
         return list(net.losses)
 

@@ -108,6 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     if not os.path.exists(ns.script):
         parser.error(f"no such script: {ns.script!r}")
+    chosen = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if chosen != "tensorflow":
+        parser.error(
+            f"multi-worker training uses tf.distribute, which only Keras' TensorFlow backend "
+            f"has. Received KERAS_BACKEND={chosen!r}. Use KERAS_BACKEND=tensorflow, or on JAX "
+            "keras.distribution (DataParallel, ModelParallel) over one process's devices."
+        )
     status = launch([sys.executable, ns.script, *ns.args], workers=ns.workers)
     return status if status >= 0 else 128 - status
 

@@ -11,6 +11,7 @@ import keras
 from keras.src.trainers.trainer import Trainer
 
 from stepkit import backend
+from stepkit.backend.foreign import foreign_call
 from stepkit.compiling import CompileMixin
 from stepkit.config import structure_config, unstructure_config
 from stepkit.context import StepContext, missing_targets
@@ -322,7 +323,19 @@ class StepModel(backend.StepTrainer, CompileMixin, MetricsMixin, keras.Model):
         return self.step.call(self._ctx, inputs, training=training)
 
     def _run(self, method: str, data: Any) -> dict[str, Any]:
-        result = getattr(self.step, method)(self._ctx, data)
+        try:
+            result = getattr(self.step, method)(self._ctx, data)
+        except Exception as e:
+            where = foreign_call(e, backend.BACKEND)
+            if where is None:
+                raise
+            raise StepDefinitionError(
+                f"Step {self.step.name!r} ({type(self.step).__module__}) calls another "
+                f"backend's API while Keras runs on {backend.BACKEND!r}: {where}. It failed "
+                f"with {type(e).__name__}: {str(e)[:300].rstrip('.')}. A step runs on every backend only "
+                "through keras.ops and the StepContext (ctx.minimize, ctx.gradients, "
+                "ctx.normal, ctx.cond...): replace that call with its keras.ops equivalent."
+            ) from e
         if result is not None:
             raise StepDefinitionError(
                 f"{type(self.step).__name__}.{method} returned {type(result).__name__}; steps "

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import keras
 import torch
 
 from stepkit.backend.common import PythonLoopTrainer
@@ -87,22 +88,43 @@ def stateless_normal(shape: Any, seed: Any, dtype: str = "float32", mean: float 
     """Normal draws from a ``torch.Generator`` seeded with the int pair ``seed``."""
     shape = tuple(int(d) for d in shape)
     z = torch.randn(shape, generator=_generator(seed), dtype=torch.float32)
-    return (mean + stddev * z).to(device=_device(), dtype=getattr(torch, dtype))
+    return keras.ops.cast((mean + stddev * z).to(_device()), dtype)
 
 
 def stateless_uniform(shape: Any, seed: Any, dtype: str = "float32", minval: float = 0.0,
                       maxval: float = 1.0) -> Any:
     shape = tuple(int(d) for d in shape)
     u = torch.rand(shape, generator=_generator(seed), dtype=torch.float32)
-    return (minval + (maxval - minval) * u).to(device=_device(), dtype=getattr(torch, dtype))
+    return keras.ops.cast((minval + (maxval - minval) * u).to(_device()), dtype)
 
 
 def serving_function(model: Any, spec: Any) -> Any:
     return None
 
 
+def check_devices() -> None:
+    """Refuse to train on one device when several accelerators are visible.
+
+    Keras' ``fit`` on torch has no multi-device path: it would train on the
+    first GPU and leave the others idle, silently.
+    """
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count > 1:
+        raise RuntimeError(
+            f"Keras' torch backend trains on one device, and {count} GPUs are visible: "
+            "stepkit will not silently leave all but one idle. Make one visible "
+            "(CUDA_VISIBLE_DEVICES=0) to train on one GPU, or use KERAS_BACKEND=jax with "
+            "keras.distribution.DataParallel (or TensorFlow with tf.distribute."
+            "MirroredStrategy) to train on all of them."
+        )
+
+
 class StepTrainer(PythonLoopTrainer):
     """Keras' torch trainer protocol for :class:`stepkit.StepModel` (eager, stateful)."""
+
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        check_devices()
+        return super().fit(*args, **kwargs)
 
     def train_step(self, data: Any) -> dict[str, Any]:
         return self._train_body(data)

@@ -11,11 +11,12 @@ import keras
 from keras.src.trainers.trainer import Trainer
 
 from stepkit import backend
-from stepkit.backend.foreign import foreign_call
+from stepkit.backend.foreign import foreign_api_error
 from stepkit.compiling import CompileMixin
 from stepkit.config import structure_config, unstructure_config
 from stepkit.context import StepContext, missing_targets
 from stepkit.errors import StepDefinitionError
+from stepkit.host import ModelHost
 from stepkit.learning_rates import with_role_learning_rates
 from stepkit.registry import get_step
 from stepkit.resume import with_resume
@@ -38,38 +39,6 @@ def _from_spec(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _from_spec(x) for k, x in v.items()}
     return type(v)(_from_spec(x) for x in v)
-
-
-class _Host:
-    """The model as its :class:`StepContext` sees it (:class:`stepkit.context.StepHost`)."""
-
-    def __init__(self, model: StepModel) -> None:
-        self.model = model
-
-    step = property(lambda self: self.model.step)
-    networks = property(lambda self: self.model.networks)
-    optimizers = property(lambda self: self.model.optimizers)
-    iterations = property(lambda self: self.model._step_counter)
-    step_loss = property(lambda self: self.model._step_loss)
-    compiled_loss = property(lambda self: self.model._compile_loss)
-    compiled_metrics = property(lambda self: self.model._compile_metrics)
-    network_losses = property(lambda self: self.model.losses)
-    step_state = property(lambda self: self.model._step_state)
-
-    def variables_for(self, role: str) -> list[Any]:
-        return self.model._variables_for(role)
-
-    def optimizer_for(self, role: str) -> Any:
-        return self.model._optimizer_for(role)
-
-    def tracker_for(self, name: str) -> Any:
-        return self.model._tracker_for(name)
-
-    def next_seed(self) -> Any:
-        return self.model._seed_generator.next()
-
-    def add_step_state(self, name: str, shape: Any, dtype: str, initializer: Any) -> Any:
-        return self.model._add_step_state(name, shape, dtype, initializer)
 
 
 @keras.saving.register_keras_serializable(package="stepkit")
@@ -104,7 +73,7 @@ class StepModel(backend.StepTrainer, CompileMixin, MetricsMixin, keras.Model):
         step_class: type[Step] = get_step(step)
         self.step = step_class(structure_config(step_class.config_class, config, step=step))
         self._seed = seed
-        self._ctx = StepContext(_Host(self))
+        self._ctx = StepContext(ModelHost(self))
         self._networks = self._normalise_networks(networks)
         tracked = [n for n in step_class.tracked if n != "loss"]
         # only a step that tracks values of its own has the container (Keras' own
@@ -326,16 +295,10 @@ class StepModel(backend.StepTrainer, CompileMixin, MetricsMixin, keras.Model):
         try:
             result = getattr(self.step, method)(self._ctx, data)
         except Exception as e:
-            where = foreign_call(e, backend.BACKEND)
-            if where is None:
+            error = foreign_api_error(self.step, e, backend.BACKEND)
+            if error is None:
                 raise
-            raise StepDefinitionError(
-                f"Step {self.step.name!r} ({type(self.step).__module__}) calls another "
-                f"backend's API while Keras runs on {backend.BACKEND!r}: {where}. It failed "
-                f"with {type(e).__name__}: {str(e)[:300].rstrip('.')}. A step runs on every backend only "
-                "through keras.ops and the StepContext (ctx.minimize, ctx.gradients, "
-                "ctx.normal, ctx.cond...): replace that call with its keras.ops equivalent."
-            ) from e
+            raise error from e
         if result is not None:
             raise StepDefinitionError(
                 f"{type(self.step).__name__}.{method} returned {type(result).__name__}; steps "

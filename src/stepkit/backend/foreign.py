@@ -40,3 +40,19 @@ def foreign_call(exc: BaseException, backend: str) -> str | None:
             return (f"{code.co_filename}:{lines[i - 1]}: {(summary.line or '').strip()} "
                     f"(calls {package})")
     return None
+
+
+def foreign_api_error(step: Any, exc: BaseException, backend: str) -> Exception | None:
+    """The :class:`stepkit.StepDefinitionError` to raise for ``exc``, or None if not foreign."""
+    from stepkit.errors import StepDefinitionError
+
+    where = foreign_call(exc, backend)
+    if where is None:
+        return None
+    return StepDefinitionError(
+        f"Step {step.name!r} ({type(step).__module__}) calls another backend's API while "
+        f"Keras runs on {backend!r}: {where}. It failed with {type(exc).__name__}: "
+        f"{str(exc)[:300].rstrip('.')}. A step runs on every backend only through keras.ops "
+        "and the StepContext (ctx.minimize, ctx.gradients, ctx.normal, ctx.cond...): replace "
+        "that call with its keras.ops equivalent."
+    )

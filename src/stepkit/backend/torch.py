@@ -102,6 +102,28 @@ def serving_function(model: Any, spec: Any) -> Any:
     return None
 
 
+_TORCH_OPTIMIZERS = "keras.src.backend.torch.optimizers."
+
+
+def _public_optimizers(config: Any) -> Any:
+    """``config`` with Keras' torch-only optimizer classes named by their public class.
+
+    Keras serializes ``keras.optimizers.Adam`` on torch as
+    ``keras.src.backend.torch.optimizers.torch_adam.Adam``, which another backend
+    loads and cannot run; TensorFlow and JAX files name ``keras.optimizers.Adam``.
+    """
+    if isinstance(config, list):
+        return [_public_optimizers(v) for v in config]
+    if not isinstance(config, dict):
+        return config
+    config = {k: _public_optimizers(v) for k, v in config.items()}
+    module, name = config.get("module"), config.get("class_name")
+    if isinstance(module, str) and module.startswith(_TORCH_OPTIMIZERS) \
+            and isinstance(name, str) and hasattr(keras.optimizers, name):
+        config["module"] = "keras.optimizers"
+    return config
+
+
 def check_devices() -> None:
     """Refuse to train on one device when several accelerators are visible.
 
@@ -131,3 +153,7 @@ class StepTrainer(PythonLoopTrainer):
 
     def test_step(self, data: Any) -> dict[str, Any]:
         return self._test_body(data)
+
+    def get_compile_config(self) -> dict[str, Any]:
+        # A file saved here loads and trains on every backend (see _public_optimizers).
+        return _public_optimizers(super().get_compile_config())

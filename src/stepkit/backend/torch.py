@@ -70,10 +70,22 @@ def cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> 
     return true_fn() if bool(pred) else false_fn()
 
 
+_M64 = 0xFFFFFFFFFFFFFFFF
+
+
 def _generator(seed: Any) -> torch.Generator:
+    """A generator seeded from both ints of ``seed`` (the model's seed and a counter).
+
+    torch's CPU generator (mt19937) keeps only the low 32 bits of its seed, so the
+    pair is mixed into them (splitmix64's finaliser): otherwise every model seed
+    would give the same noise.
+    """
     s = torch.as_tensor(seed).to(torch.int64).reshape(-1).tolist()
+    z = (((int(s[0]) & 0xFFFFFFFF) << 32 | (int(s[1]) & 0xFFFFFFFF)) + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
     gen = torch.Generator(device="cpu")
-    gen.manual_seed((int(s[0]) & 0xFFFFFFFF) << 32 | (int(s[1]) & 0xFFFFFFFF))
+    gen.manual_seed((z ^ (z >> 31)) & 0xFFFFFFFF)
     return gen
 
 

@@ -1,4 +1,6 @@
-"""A ``.keras`` file saved on one backend loads, predicts and trains on every other one.
+"""Files portable across backends, and BackupAndRestore resuming on JAX and torch.
+
+A ``.keras`` file saved on one backend loads, predicts and trains on every other one.
 
 One child process per backend (``backend_children/portable.py``, all three at once)
 trains each case 1 epoch, saves it, then loads the other two backends' files with
@@ -15,6 +17,11 @@ RMSprop with momentum over two networks). For every ordered pair of backends:
   saved weights and optimizer variables assigned by hand (atol 1e-6). The same file with
   freshly compiled optimizers ends elsewhere (by more than 1e-3), so a dropped
   ``iterations`` or slot would fail these checks.
+
+A fit interrupted mid-epoch (a callback raises) with ``BackupAndRestore(save_freq=2)``,
+or at an epoch's end (``save_freq="epoch"``), then fit again with the same backup, ends
+with the uninterrupted run's weights, optimizer variables and last epoch's logs, on JAX
+and torch (``backend_children/resume.py``; TensorFlow: ``stepkit.testing.resume``).
 """
 
 import importlib.util
@@ -31,8 +38,10 @@ import pytest
 BACKENDS = ("tensorflow", "jax", "torch")
 CASES = ("supervised", "gan", "vae")
 PAIRS = [(src, dst) for src in BACKENDS for dst in BACKENDS if src != dst]
-CHILD = Path(__file__).parent / "backend_children" / "portable.py"
+CHILDREN = Path(__file__).parent / "backend_children"
 TIMEOUT_S = 600
+RESUME_BACKENDS = ("jax", "torch")
+RESUME_RUNS = [("supervised", "2"), ("gan", "2"), ("gan", "epoch")]  # as resume.py's RUNS
 
 _missing = [b for b in BACKENDS if importlib.util.find_spec(b) is None]
 pytestmark = pytest.mark.skipif(bool(_missing), reason=f"needs {', '.join(_missing)} installed "
@@ -45,36 +54,44 @@ def child_env(backend: str) -> dict[str, str]:
                                            os.environ.get("PYTHONPATH", "")])}
 
 
-def _write_data(workdir: Path) -> None:
+def _write_data(workdir: Path, rows: int) -> None:
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(48, 5)).astype("float32")
+    x = rng.normal(size=(rows, 5)).astype("float32")
     np.savez(workdir / "data.npz", x=x,
              y=np.stack([x[:, 0] * 2 + 1, x[:, 1] - x[:, 2]], 1).astype("float32"),
-             images=rng.uniform(size=(48, 6)).astype("float32"),
+             images=rng.uniform(size=(rows, 6)).astype("float32"),
              z=rng.normal(size=(4, 4)).astype("float32"),
              z_vae=rng.normal(size=(4, 2)).astype("float32"))
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """Runs the three children at once; each test reads the files they wrote."""
-    work = tmp_path_factory.mktemp("portable")
-    _write_data(work)
-    procs, start = {}, time.monotonic()
-    for backend in BACKENDS:
-        others = [b for b in BACKENDS if b != backend]
-        log = open(work / f"{backend}.log", "w")  # noqa: SIM115 - closed below
-        procs[backend] = (subprocess.Popen(
-            [sys.executable, str(CHILD), str(work), *others], stdout=log,
-            stderr=subprocess.STDOUT, env=child_env(backend)), log)
-    for proc, log in procs.values():
+def children(tmp_path_factory):
+    """Starts every child at once (3 saving and loading, 2 resuming); waits for them all."""
+    work, resume = tmp_path_factory.mktemp("portable"), tmp_path_factory.mktemp("resume")
+    _write_data(work, 48)  # 3 batches of 16
+    _write_data(resume, 80)  # 5 batches of 16
+    runs = [(work, b, ["portable.py", str(work), *(o for o in BACKENDS if o != b)])
+            for b in BACKENDS]
+    runs += [(resume, b, ["resume.py", str(resume)]) for b in RESUME_BACKENDS]
+    procs, start = [], time.monotonic()
+    for folder, backend, args in runs:
+        log = open(folder / f"{backend}.log", "w")  # noqa: SIM115 - closed below
+        procs.append((subprocess.Popen([sys.executable, str(CHILDREN / args[0]), *args[1:]],
+                                       stdout=log, stderr=subprocess.STDOUT,
+                                       env=child_env(backend)), log))
+    for proc, log in procs:
         try:
             proc.wait(timeout=max(TIMEOUT_S - (time.monotonic() - start), 1))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
         log.close()
-    return work
+    return work, resume
+
+
+@pytest.fixture(scope="module")
+def workdir(children):
+    return children[0]
 
 
 def _log_tail(work: Path, backend: str) -> str:
@@ -193,3 +210,32 @@ def test_jit_compile_auto_resolves_on_the_loading_backend(workdir, src, dst):
     assert meta["jit_compile"] == meta["own_jit_compile"], (
         f"the {src} file trains with jit_compile={meta['jit_compile']} on {dst}; a model "
         f"compiled there with jit_compile='auto' has {meta['own_jit_compile']}")
+
+
+@pytest.mark.parametrize(("step", "freq"), RESUME_RUNS)
+@pytest.mark.parametrize("backend", RESUME_BACKENDS)
+def test_backup_and_restore_resumes_to_the_uninterrupted_result(children, backend, step, freq):
+    work = children[1]
+    stem = work / f"{backend}_{step}_{freq}"
+    if not stem.with_suffix(".json").exists():
+        pytest.fail(f"the {backend} resume child wrote nothing for {step}, save_freq={freq}:\n"
+                    f"{_log_tail(work, backend)}")
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    if "error" in meta:
+        pytest.fail(f"{backend}, {step}, save_freq={freq}:\n{meta['error']}")
+    # Restored from the backup: after batch 2 of epoch 1 (8 steps) or epoch 0's end (5).
+    expected_start = 8 if freq == "2" else 5
+    assert set(meta["start_iterations"].values()) == {expected_start}, meta["start_iterations"]
+    # Batches the backup holds ran once: every role took as many steps as uninterrupted.
+    assert meta["iterations"] == meta["plain_iterations"]
+    for name, values in meta["plain_history"].items():
+        assert meta["history"][name][-1] == pytest.approx(values[-1], rel=1e-6, abs=1e-7), name
+    if freq == "epoch":  # the resumed epoch ran whole: its logs are the uninterrupted ones
+        for name, values in meta["plain_history"].items():
+            assert meta["history"][name] == pytest.approx(values[1:], rel=1e-6, abs=1e-7), name
+    state = dict(np.load(stem.with_suffix(".npz")))
+    keys = [k[len("plain_"):] for k in state if k.startswith("plain_")]
+    assert keys and sorted(keys) == sorted(k[len("resumed_"):] for k in state
+                                           if k.startswith("resumed_"))
+    diff = _max_diff(state, "resumed_", state, "plain_", keys)
+    assert diff <= 1e-6, f"resumed weights or optimizer variables differ by up to {diff}"

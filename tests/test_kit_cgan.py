@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from stepkit.testing.backends import current_backend
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -67,8 +69,9 @@ def test_option_runs_the_checks_on_labelled_images_and_a_structured_predict(site
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     assert "3 passed" in out and "skipped" not in out, out[-3000:]
-    assert ("cgan: 3 check(s) run on the generic sample (images 8x8x1, int32 labels 0..9)."
-            in out), out[-3000:]
+    backend = current_backend()
+    assert (f"cgan on {backend}: 3 check(s) run on the generic sample (images 8x8x1, int32 "
+            "labels 0..9).") in out, out[-3000:]
 
 
 def test_stepkit_fit_draws_a_conditional_step_s_grid_one_class_per_row(site, tmp_path):

@@ -6,6 +6,9 @@ import sys
 
 import pytest
 
+from stepkit.testing.backends import current_backend
+
+HERE = current_backend()  # --stepkit-backend's default
 
 def _pytest(tmp_path, *args):
     # A directory holding only a conftest: the option must bring its own tests.
@@ -35,16 +38,16 @@ def test_a_step_without_default_networks_is_skipped_with_the_reason(gan_run):
 
 
 def test_the_summary_says_what_was_checked_and_what_was_not(gan_run):
-    assert "gan: 3 check(s) run on the generic sample images 8x8x1." in gan_run.stdout
-    assert "supervised: NOTHING CHECKED, 3 check(s) skipped: step 'supervised' needs networks" \
-        in gan_run.stdout
+    assert f"gan on {HERE}: 3 check(s) run on the generic sample images 8x8x1." in gan_run.stdout
+    assert (f"supervised on {HERE}: NOTHING CHECKED, 3 check(s) skipped: step 'supervised' "
+            "needs networks") in gan_run.stdout
 
 
 def test_a_run_that_checks_nothing_fails(tmp_path):
     proc = _pytest(tmp_path, "--stepkit-step", "supervised", "--stepkit-checks", "fit,predict")
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 skipped" in proc.stdout
-    assert "supervised: NOTHING CHECKED" in proc.stdout
+    assert f"supervised on {HERE}: NOTHING CHECKED" in proc.stdout
     assert "--stepkit-step checked nothing, so this run fails (exit status 1)" in proc.stdout
 
 
@@ -60,3 +63,7 @@ def test_unknown_step_and_check_are_usage_errors(tmp_path):
     proc = _pytest(tmp_path, "--stepkit-step", "gan", "--stepkit-checks", "fit,fitt")
     assert proc.returncode == 4
     assert "unknown check(s) ['fitt']" in proc.stderr and "replicas" in proc.stderr
+    proc = _pytest(tmp_path, "--stepkit-step", "gan", "--stepkit-backend", "jax,mxnet")
+    assert proc.returncode == 4
+    assert ("--stepkit-backend`: unknown Keras backend(s) ['mxnet'] in 'jax,mxnet'. Valid: "
+            "tensorflow, jax, torch, or 'all'.") in proc.stderr

@@ -17,11 +17,16 @@ the step under ``MirroredStrategy`` over 2 logical CPU devices
 mid-epoch and resumed with ``BackupAndRestore`` against an uninterrupted one
 (:mod:`stepkit.testing.resume`); and ``multiworker``, 2 workers under
 ``MultiWorkerMirroredStrategy`` started by ``stepkit.launch``
-(:mod:`stepkit.testing.multiworker`). The
+(:mod:`stepkit.testing.multiworker`). ``backends="all"`` runs every check on
+TensorFlow, JAX and torch, each backend other than this process' in a child
+process (:mod:`stepkit.testing.backends`); checks a backend cannot run are
+skipped with the reason, and a failure on a backend names its likely cause
+(:mod:`stepkit.testing.diagnose`). The
 pytest plugin also offers the ``stepkit_conformance`` fixture, which is
 :func:`run_conformance`, and ``pytest --stepkit-step NAME``, which checks an
 installed step on a generic sample of its data kind
-(:mod:`stepkit.testing.generic`). Importing this package does not import
+(:mod:`stepkit.testing.generic`), on the backends ``--stepkit-backend`` names.
+Importing this package does not import
 TensorFlow.
 """
 
@@ -32,7 +37,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from stepkit.testing._harness import ConformanceError, Sample
 
-__all__ = ["CHECK_NAMES", "ConformanceError", "Sample", "conformance_tests", "run_conformance"]
+__all__ = ["BACKENDS", "CHECK_NAMES", "ConformanceError", "Sample", "conformance_tests",
+           "run_conformance"]
+
+#: The Keras backends the kit checks on (``backends="all"``).
+BACKENDS = ("tensorflow", "jax", "torch")
 
 # The names of stepkit.testing.checks.ALL_CHECKS and REPLICA_CHECKS, kept here so that collecting
 # tests does not import TensorFlow.
@@ -50,60 +59,110 @@ def __getattr__(name: str) -> Any:
 
 
 def run_conformance(step: str, sample: Any, networks: Any = None, config: Any = None,
-                    checks: Any = None, *, compile: Any = None) -> dict[str, dict]:
+                    checks: Any = None, *, compile: Any = None,
+                    backend: str | None = None) -> dict[str, dict]:
     """Run the conformance checks on ``step``; see :mod:`stepkit.testing.checks`.
+
+    ``backend`` runs them on that Keras backend, in a child process when it is not
+    this process' one. A check that cannot run there reports ``{"skipped": reason}``.
 
     Example::
 
         report = run_conformance("vae", Sample(x[:40]), checks=["fit", "save_load"])
+        report = run_conformance("vae", Sample(x[:40]), checks=["fit"], backend="jax")
     """
     from stepkit.testing.checks import run_conformance as run
 
-    return run(step, sample, networks, config, checks, compile=compile)
+    __tracebackhide__ = True  # pytest shows the check's message, not the kit's frames
+    return run(step, sample, networks, config, checks, compile=compile, backend=backend)
 
 
 def conformance_tests(step: str, sample: Any, networks: Any = None, config: Any = None, *,
                       compile: Any = None, checks: Any = None, skip: Any = (),
-                      xfail: Any = None) -> dict[str, Any]:
-    """pytest test functions ``test_conformance_<check>``, one per check.
+                      xfail: Any = None, backends: Any = None) -> dict[str, Any]:
+    """pytest test functions ``test_conformance_<check>``, one per check, per backend.
 
     Put them in a test module with ``globals().update(conformance_tests(...))``.
     ``sample`` may be a callable, so data is made only when a test runs.
     ``checks`` picks the checks (default: all of :data:`CHECK_NAMES`) and
-    ``skip`` leaves some out. ``xfail`` maps check names to why they are known
-    to fail: a reason string (the check may fail with any exception, a crash
-    included), or ``(reason, exception)`` where ``exception`` is an exception
-    class or a tuple of them (``ConformanceError`` for a broken contract, say)
-    and any other exception fails the test. Those tests are marked
+    ``skip`` leaves some out. ``backends`` names the Keras backends to check on:
+    a name, several, or ``"all"`` (tensorflow, jax, torch); default: this
+    process' one. Each test is parametrized by backend, so its id shows it
+    (``test_conformance_fit[jax]``); a backend other than the process' runs in
+    a child process, and a check that cannot run on a backend is skipped with
+    the reason. ``xfail`` maps check names to why they are known to fail: a
+    reason string (the check may fail with any exception, a crash included),
+    or ``(reason, exception)`` where ``exception`` is an exception class or a
+    tuple of them (``ConformanceError`` for a broken contract, say) and any
+    other exception fails the test. Those tests are marked
     ``pytest.mark.xfail(strict=True)``, so a fix makes them fail until the mark
-    is removed.
+    is removed. A key ``"check[backend]"`` in ``skip`` or ``xfail`` applies to
+    that backend only.
 
     Example::
 
         globals().update(conformance_tests(
-            "vae", sample=make_sample, skip=["jit_compile"],
+            "vae", sample=make_sample, skip=["jit_compile"], backends="all",
             xfail={"multiworker": "hangs on 2 workers, issue 7",
-                   "save_load": ("custom layer not registered", TypeError)}))
+                   "save_load[torch]": ("custom layer not registered", TypeError)}))
     """
-    xfail = {name: _xfail_mark(name, value) for name, value in dict(xfail or {}).items()}
-    names = [n for n in (CHECK_NAMES if checks is None else checks) if n not in set(skip)]
-    unknown = [n for n in [*names, *skip, *xfail] if n not in CHECK_NAMES]
+    import pytest
+
+    from stepkit.testing.backends import resolve_backends
+
+    chosen = resolve_backends(backends)
+    marks = {_key(k, "xfail"): _xfail_mark(k, v) for k, v in dict(xfail or {}).items()}
+    skipped = {_key(k, "skip") for k in ([skip] if isinstance(skip, str) else skip)}
+    names = [n for n in (CHECK_NAMES if checks is None else checks) if (n, None) not in skipped]
+    unknown = [n for n in [*names, *(k for k, _ in skipped), *(k for k, _ in marks)]
+               if n not in CHECK_NAMES]
     if unknown:
         raise ValueError(f"Unknown conformance check(s) {unknown}. Valid checks: "
                          f"{', '.join(CHECK_NAMES)}.")
 
-    def make(name: str):
-        def test() -> None:
-            run_conformance(step, sample, networks, config, [name], compile=compile)
+    def make(name: str) -> Any:
+        params = [pytest.param(b, id=b, marks=[m for m in [marks.get((name, b)) or
+                                                           marks.get((name, None))] if m])
+                  for b in chosen if (name, b) not in skipped]
+
+        def test(keras_backend: str) -> None:
+            _run_test(step, sample, networks, config, name, compile, keras_backend)
 
         test.__name__ = f"test_conformance_{name}"
         test.__qualname__ = test.__name__
         test.__doc__ = f"stepkit conformance check {name!r} on step {step!r}."
-        if name in xfail:
-            test = xfail[name](test)
-        return test
+        return pytest.mark.parametrize("keras_backend", params)(test) if params else None
 
-    return {f"test_conformance_{n}": make(n) for n in names}
+    tests = {f"test_conformance_{n}": make(n) for n in names}
+    return {k: t for k, t in tests.items() if t is not None}
+
+
+def _key(key: Any, option: str) -> tuple[str, str | None]:
+    """``"fit"`` -> ``("fit", None)``; ``"fit[jax]"`` -> ``("fit", "jax")``."""
+    from stepkit.testing.backends import SUPPORTED
+
+    name, _, rest = str(key).partition("[")
+    backend = rest[:-1] if rest.endswith("]") else None
+    if rest and backend not in SUPPORTED:
+        raise ValueError(f"`{option}` key {key!r}: write a check name, or 'check[backend]' with "
+                         f"a backend among {', '.join(SUPPORTED)}.")
+    return name, backend
+
+
+def _run_test(step: str, sample: Any, networks: Any, config: Any, name: str, compile: Any,
+              backend: str) -> None:
+    import pytest
+
+    from stepkit.testing.backends import skip_reason
+
+    __tracebackhide__ = True
+    reason = skip_reason(name, backend)
+    if reason:  # known without starting a child process
+        pytest.skip(reason)
+    report = run_conformance(step, sample, networks, config, [name], compile=compile,
+                             backend=backend)
+    if set(report[name]) == {"skipped"}:
+        pytest.skip(report[name]["skipped"])
 
 
 def _xfail_mark(name: str, value: Any) -> Any:

@@ -13,6 +13,8 @@ def register_class_path(class_path: str) -> None:
     step_class = importlib.import_module(module)
     for part in qualname.split("."):
         step_class = getattr(step_class, part)
+    if step_class.name in {info.name for info in stepkit.list_steps()}:
+        return  # registered already: this process is the one that registered it
 
     class Plugin:
         @stepkit.hookimpl

@@ -147,9 +147,10 @@ def as_check(fn: Callable[[Case], dict]) -> Callable[..., dict]:
     return run
 
 
-
 def fail(check: str, case: Case, message: str) -> None:
-    raise ConformanceError(f"[{check}] step {case.step!r}: {message}")
+    """Raise ConformanceError ``[check] step 'name' on <backend>: message``."""
+    raise ConformanceError(f"[{check}] step {case.step!r} on {keras.backend.backend()}: "
+                           f"{message}")
 
 
 def expected_names(model: stepkit.StepModel) -> set[str]:
@@ -221,12 +222,24 @@ def step_class_path(case: Case, check: str) -> str | None:
     defined in ``__main__`` or inside a function cannot be imported there:
     ``check`` fails with a message saying so.
     """
-    info = next((i for i in stepkit.list_steps() if i.name == case.step), None)
+    try:
+        return class_path(case.step)
+    except ValueError as exc:
+        fail(check, case, str(exc))
+
+
+def class_path(step: str) -> str | None:
+    """``module:qualname`` of the hand-registered step ``step``, None for an installed one.
+
+    Raises:
+        ValueError: the class is defined where a child process cannot import it.
+    """
+    info = next((i for i in stepkit.list_steps() if i.name == step), None)
     if info is None or info.distribution is not None:
         return None
     cls = info.step_class
     if "<locals>" in cls.__qualname__ or cls.__module__ == "__main__":
-        fail(check, case, f"the step was registered by hand from {cls.__module__}."
-                          f"{cls.__qualname__}, which a child process cannot import. "
-                          "Define the step class at module level, or install its plugin.")
+        raise ValueError(f"the step was registered by hand from {cls.__module__}."
+                         f"{cls.__qualname__}, which a child process cannot import. Define "
+                         "the step class at module level, or install its plugin.")
     return f"{cls.__module__}:{cls.__qualname__}"

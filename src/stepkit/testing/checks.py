@@ -42,6 +42,7 @@ from stepkit.testing._harness import (
     iterations,
     step_class_path,
 )
+from stepkit.testing.backends import resolve_backends, run_in_backend, skip_reason
 from stepkit.testing.execution import (
     check_jit_compile,
     check_mixed_precision,
@@ -50,6 +51,7 @@ from stepkit.testing.execution import (
 from stepkit.testing.multiworker import check_multiworker
 from stepkit.testing.replicas import check_replicas
 from stepkit.testing.resume import check_resume
+from stepkit.testing.runner import run_check
 
 __all__ = ["ALL_CHECKS", "REPLICA_CHECKS", "ConformanceError"]
 
@@ -103,7 +105,7 @@ def check_predict(case: Case) -> dict:
         if leaf.shape[0] != n or not np.all(np.isfinite(leaf)):
             fail("predict", case, f"predict() gave shape {leaf.shape} (finite: "
                                   f"{bool(np.all(np.isfinite(leaf)))}) for {n} inputs.")
-    direct = keras.tree.map_structure(np.asarray, model(px, training=False))
+    direct = keras.tree.map_structure(keras.ops.convert_to_numpy, model(px, training=False))
     for a, b in zip(keras.tree.flatten(out), keras.tree.flatten(direct), strict=True):
         if not np.allclose(a, b, rtol=1e-4, atol=1e-5):
             fail("predict", case, "predict(x) differs from model(x, training=False).")
@@ -262,21 +264,38 @@ REPLICA_CHECKS: dict[str, Callable[..., dict]] = {"replicas": check_replicas,
 
 
 def run_conformance(step: str, sample: Any, networks: Any = None, config: Any = None,
-                    checks: Any = None, *, compile: Any = None) -> dict[str, dict]:
+                    checks: Any = None, *, compile: Any = None,
+                    backend: str | None = None) -> dict[str, dict]:
     """Run ``checks`` (names; default: all) on ``step``; return each check's measurements.
 
+    ``backend`` (a Keras backend name) runs them in a child interpreter on that
+    backend when it is not this process' (:mod:`stepkit.testing.backends`). A
+    check that cannot run on the backend is not run: its entry is
+    ``{"skipped": reason}``.
+
     Raises:
-        ConformanceError: the first check that fails.
-        ValueError: an unknown check name.
+        ConformanceError: the first check that fails, naming the backend and,
+            where it is known, the likely cause (:mod:`stepkit.testing.diagnose`).
+        ValueError: an unknown check name or backend.
     """
+    __tracebackhide__ = True
     available = {**ALL_CHECKS, **REPLICA_CHECKS}
     names = list(available) if checks is None else list(checks)
     unknown = [n for n in names if n not in available]
     if unknown:
         raise ValueError(f"Unknown conformance check(s) {unknown}. Valid checks: "
                          f"{', '.join(available)}.")
+    if backend is not None:
+        (backend,) = resolve_backends(backend, "backend")
+        if backend != keras.backend.backend():  # no child for the checks it cannot run
+            skipped = {n: {"skipped": skip_reason(n, backend)} for n in names
+                       if skip_reason(n, backend)}
+            rest = [n for n in names if n not in skipped]
+            report = run_in_backend(backend, step, sample, networks, config, rest,
+                                    compile=compile) if rest else {}
+            return {n: skipped.get(n) or report[n] for n in names}
     case = Case.make(step, sample, networks, config, compile)
-    return {name: available[name].case_fn(case) for name in names}
+    return {name: run_check(name, available[name].case_fn, case) for name in names}
 
 
 __all__ += ["run_conformance", *[f.__name__ for f in {**ALL_CHECKS, **REPLICA_CHECKS}.values()]]

@@ -1,5 +1,8 @@
 """The ``multiworker`` check: 2 workers under ``MultiWorkerMirroredStrategy`` on 127.0.0.1.
 
+TensorFlow backend only: ``tf.distribute`` is TensorFlow's (see
+:data:`stepkit.testing.backends.SKIPS`).
+
 The kit saves the compiled, built, untrained model to ``.keras`` and pickles the
 sample (as the ``replicas`` check does), then starts 2 worker processes with
 ``python -m stepkit.launch --workers 2`` (:mod:`stepkit.testing._multiworker_child`);
@@ -19,15 +22,16 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import tempfile
 
+import keras
 import numpy as np
 
-from stepkit.testing import _multiworker_child
 from stepkit.testing._children import child_env, read_weights, write_case
 from stepkit.testing._harness import (
     Case,
@@ -36,6 +40,7 @@ from stepkit.testing._harness import (
     compare_histories,
     fail,
 )
+from stepkit.testing.backends import CheckSkipped, skip_reason
 
 __all__ = ["TIMEOUT_S", "check_multiworker"]
 
@@ -66,7 +71,11 @@ def _run(case: Case, tmp: str, run: str, cmd: list[str], what: str, n: int) -> l
 @as_check
 def check_multiworker(case: Case) -> dict:
     """2 workers (MultiWorkerMirroredStrategy) against one process; see the module."""
-    script = _multiworker_child.__file__
+    reason = skip_reason("multiworker", keras.backend.backend())
+    if reason:
+        raise CheckSkipped(reason)
+    # Its path only: importing the child module would import TensorFlow here.
+    script = importlib.util.find_spec("stepkit.testing._multiworker_child").origin
     with tempfile.TemporaryDirectory() as tmp:
         write_case(case, tmp, "multiworker", epochs=case.epochs)
         w0, w1 = _run(case, tmp, "mw", [sys.executable, "-m", "stepkit.launch", "--workers",

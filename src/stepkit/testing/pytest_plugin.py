@@ -5,10 +5,15 @@ with Keras' global dtype policy restored after the test; and the option
 ``--stepkit-step NAME`` (repeatable), which adds one test per conformance check
 of the installed step ``NAME`` on a generic sample (see
 :mod:`stepkit.testing.generic`); ``--stepkit-checks fit,replicas`` picks the
-checks. A step that no generic sample fits has its checks skipped with the
-reason, and the terminal summary says that nothing was checked for it; when a
-run checks nothing at all, pytest exits with status 1, not 0. Importing this
-module does not import TensorFlow; the checks import it when they run.
+checks and ``--stepkit-backend jax`` (or ``tensorflow``, ``torch``, ``all``;
+repeatable or comma-separated; default: this process' Keras backend) the
+backends, each other than this process' checked in a child process. Tests are
+named ``stepkit[NAME]::CHECK[BACKEND]``. A check that a backend cannot run is
+skipped with the reason; a step that no generic sample fits has its checks
+skipped with the reason, and the terminal summary says that nothing was checked
+for it; when a run checks nothing at all, pytest exits with status 1, not 0.
+Importing this module does not import TensorFlow; the checks import it when
+they run.
 
 Example::
 
@@ -16,7 +21,7 @@ Example::
         stepkit_conformance("my-step", sample=(x, y), checks=["fit", "save_load"])
 
     # or, with no test file at all:
-    #   pytest --stepkit-step wgan-gp --stepkit-checks fit,replicas
+    #   pytest --stepkit-step wgan-gp --stepkit-checks fit,replicas --stepkit-backend all
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--stepkit-checks", default=None, metavar="NAMES",
                     help="comma-separated conformance checks for --stepkit-step "
                          "(default: all).")
+    group.addoption("--stepkit-backend", action="append", default=[], metavar="NAME",
+                    help="Keras backend(s) for --stepkit-step: tensorflow, jax, torch or all "
+                         "(repeatable or comma-separated; default: this process' "
+                         "KERAS_BACKEND). Other backends run in child processes.")
 
 
 def _checks(config: pytest.Config) -> list[str]:
@@ -48,37 +57,89 @@ def _checks(config: pytest.Config) -> list[str]:
     return names
 
 
-_CASES: dict[str, object] = {}  # step -> its generic case, or why it has none
-_RAN = pytest.StashKey[dict[str, list[str]]]()  # step -> the checks that ran
-_SKIPPED = pytest.StashKey[dict[str, tuple[list[str], str]]]()  # step -> (checks, why)
+def _backends(config: pytest.Config) -> tuple[str, ...]:
+    from stepkit.testing.backends import resolve_backends
+
+    raw = ",".join(config.getoption("--stepkit-backend")) or None
+    try:
+        return resolve_backends(raw, "--stepkit-backend")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+Key = tuple[str, str]  # (step, backend)
+_CASES: dict[Key, object] = {}  # its generic case ({"data": ...}), or why it has none
+_RAN = pytest.StashKey[dict[Key, list[str]]]()  # the checks that ran
+_SKIPPED = pytest.StashKey[dict[Key, tuple[list[str], str]]]()  # no sample: (checks, why)
+_NOT_ON = pytest.StashKey[dict[Key, list[str]]]()  # checks the backend cannot run
 
 
 class StepCheckItem(pytest.Item):
-    """One conformance check of one installed step, on the generic sample."""
+    """One conformance check of one installed step on one backend, on the generic sample."""
 
-    def __init__(self, *, step: str, check: str, **kwargs) -> None:
+    def __init__(self, *, step: str, check: str, backend: str, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.step, self.check = step, check
+        self.step, self.check, self.backend = step, check, backend
 
     def runtest(self) -> None:
+        from stepkit.testing.backends import current_backend, skip_reason
+
+        key = (self.step, self.backend)
+        reason = skip_reason(self.check, self.backend)
+        if reason:  # known without starting anything
+            self.config.stash[_NOT_ON].setdefault(key, []).append(self.check)
+            pytest.skip(reason)
+        if self.backend == current_backend():
+            report = self._here(key)
+        else:
+            report = self._child(key)
+        if set(report[self.check]) == {"skipped"}:
+            self.config.stash[_RAN][key].remove(self.check)
+            self.config.stash[_NOT_ON].setdefault(key, []).append(self.check)
+            pytest.skip(report[self.check]["skipped"])
+
+    def _no_sample(self, key: Key) -> None:
+        from stepkit.testing.generic import NoGenericSample
+
+        case = _CASES.get(key)
+        if isinstance(case, NoGenericSample):
+            checks, _ = self.config.stash[_SKIPPED].setdefault(key, ([], str(case)))
+            checks.append(self.check)
+            pytest.skip(f"NOTHING CHECKED: {case}")
+
+    def _here(self, key: Key) -> dict:
         from stepkit.testing import run_conformance
         from stepkit.testing.generic import NoGenericSample, generic_case
 
-        if self.step not in _CASES:
+        if key not in _CASES:
             try:
-                _CASES[self.step] = generic_case(self.step)
+                _CASES[key] = generic_case(self.step)
             except NoGenericSample as exc:
-                _CASES[self.step] = exc
-        case = _CASES[self.step]
-        if isinstance(case, NoGenericSample):
-            checks, _ = self.config.stash[_SKIPPED].setdefault(self.step, ([], str(case)))
-            checks.append(self.check)
-            pytest.skip(f"NOTHING CHECKED: {case}")
-        self.config.stash[_RAN].setdefault(self.step, []).append(self.check)
+                _CASES[key] = exc
+        self._no_sample(key)
+        self.config.stash[_RAN].setdefault(key, []).append(self.check)
         try:
-            run_conformance(self.step, case["sample"], checks=[self.check])
+            return run_conformance(self.step, _CASES[key]["sample"], checks=[self.check])
         finally:
             _restore_policy()
+
+    def _child(self, key: Key) -> dict:
+        from stepkit.testing.backends import run_in_backend
+        from stepkit.testing.generic import NoGenericSample
+
+        self._no_sample(key)
+        try:
+            report = run_in_backend(self.backend, self.step, checks=[self.check], generic=True)
+        except Exception:
+            self.config.stash[_RAN].setdefault(key, []).append(self.check)
+            raise
+        generic = report.pop("_generic")
+        if isinstance(generic, dict):
+            _CASES[key] = NoGenericSample(generic["none"])
+            self._no_sample(key)
+        _CASES[key] = {"data": generic}
+        self.config.stash[_RAN].setdefault(key, []).append(self.check)
+        return report
 
     def repr_failure(self, excinfo, style=None):
         from stepkit.testing import ConformanceError
@@ -88,7 +149,7 @@ class StepCheckItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):
-        return self.path, None, f"stepkit conformance: {self.step} {self.check}"
+        return self.path, None, f"stepkit conformance: {self.step} {self.check} on {self.backend}"
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
@@ -96,6 +157,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     steps = config.getoption("--stepkit-step")
     if not steps:
         return
+    checks, backends = _checks(config), _backends(config)
     import stepkit
 
     available = {info.name for info in stepkit.list_steps()}
@@ -104,36 +166,51 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         raise pytest.UsageError(f"--stepkit-step: no installed step named {unknown}. "
                                 f"Installed steps: {', '.join(sorted(available))}.")
     for step in dict.fromkeys(steps):
-        for check in _checks(config):
-            items.append(StepCheckItem.from_parent(session, name=f"stepkit[{step}]::{check}",
-                                                   step=step, check=check))
+        for backend in backends:
+            for check in checks:
+                items.append(StepCheckItem.from_parent(
+                    session, name=f"stepkit[{step}]::{check}[{backend}]", step=step,
+                    check=check, backend=backend))
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_RAN], config.stash[_SKIPPED] = {}, {}
+    config.stash[_RAN], config.stash[_SKIPPED], config.stash[_NOT_ON] = {}, {}, {}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
-    ran, skipped = config.stash[_RAN], config.stash[_SKIPPED]
-    if not ran and not skipped:
+    ran, skipped, not_on = config.stash[_RAN], config.stash[_SKIPPED], config.stash[_NOT_ON]
+    if not ran and not skipped and not not_on:
         return
     tr = terminalreporter
     tr.write_sep("=", "stepkit conformance kit")
-    for step, checks in ran.items():
-        data = _CASES[step]["data"] if isinstance(_CASES.get(step), dict) else "?"
-        tr.write_line(f"{step}: {len(checks)} check(s) run on the generic sample {data}.")
-    for step, (checks, why) in skipped.items():
-        tr.write_line(f"{step}: NOTHING CHECKED, {len(checks)} check(s) skipped: {why}",
-                      red=True, bold=True)
-    if not ran:
+    for (step, backend), checks in ran.items():
+        if not checks:
+            continue
+        case = _CASES.get((step, backend))
+        data = f" on the generic sample {case['data']}" if isinstance(case, dict) else ""
+        line = f"{step} on {backend}: {len(checks)} check(s) run{data}."
+        if not_on.get((step, backend)):
+            line += (f" Not run on {backend}: {', '.join(not_on[step, backend])} (pytest -rs "
+                     "says why).")
+        tr.write_line(line)
+    for (step, backend), checks in not_on.items():
+        if not ran.get((step, backend)) and (step, backend) not in skipped:
+            tr.write_line(f"{step} on {backend}: NOTHING CHECKED, {len(checks)} check(s) cannot "
+                          f"run on {backend}: {', '.join(checks)} (pytest -rs says why).",
+                          red=True, bold=True)
+    for (step, backend), (checks, why) in skipped.items():
+        tr.write_line(f"{step} on {backend}: NOTHING CHECKED, {len(checks)} check(s) skipped: "
+                      f"{why}", red=True, bold=True)
+    if not any(ran.values()):
         tr.write_line("stepkit: --stepkit-step checked nothing, so this run fails (exit "
                       "status 1).", red=True, bold=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # A --stepkit-step run whose every check was skipped must not look like a pass.
-    if session.config.stash.get(_SKIPPED, None) and not session.config.stash[_RAN] and (
-            exitstatus == pytest.ExitCode.OK):
+    stash = session.config.stash
+    skipped = stash.get(_SKIPPED, None) or stash.get(_NOT_ON, None)
+    if skipped and not any(stash[_RAN].values()) and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -1,4 +1,4 @@
-"""The ``replicas`` check: MirroredStrategy over 2 logical CPU devices vs one device.
+"""The ``replicas`` check: 2 devices against one (MirroredStrategy; DataParallel on JAX).
 
 Logical devices must be configured before TensorFlow initialises, so the runs
 happen in a child interpreter (:mod:`stepkit.testing._replica_child`). The kit
@@ -23,6 +23,13 @@ and seed:
   the one-device figure (a loss left divided by 2 replicas would be half), for
   every value whose spread under a different noise seed is below that margin.
 
+On JAX the child (:mod:`stepkit.testing._replica_child_jax`) gets 2 CPU devices
+from ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` and trains under
+``keras.distribution.DataParallel`` over both against one device. JAX traces the
+step once over the global batch and XLA shards it, so every step, noisy or not,
+must give the one-device history and weights to 1e-5. Keras' torch backend has
+no multi-device ``fit``: the check is skipped there.
+
 Example::
 
     from stepkit.testing.replicas import check_replicas
@@ -32,12 +39,14 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 
+import keras
 import numpy as np
 
 from stepkit.testing._children import child_env, read_weights, write_case
@@ -49,6 +58,7 @@ from stepkit.testing._harness import (
     fail,
     max_diff,
 )
+from stepkit.testing.backends import TWO_CPU_DEVICES, CheckSkipped, skip_reason
 
 __all__ = ["RTOL_NOISY", "check_replicas"]
 
@@ -57,11 +67,17 @@ RTOL_NOISY = 0.35
 _TOL = 1e-5
 
 
-def _run_child(case: Case) -> tuple[dict, dict[str, list[np.ndarray]]]:
+def _run_child(case: Case, module: str = "stepkit.testing._replica_child",
+               here: bool = False, **env: str) -> tuple[dict, dict[str, list[np.ndarray]]]:
+    """The runs of ``module`` on the saved case: in a child process, or ``here``."""
     with tempfile.TemporaryDirectory() as tmp:
         write_case(case, tmp, "replicas", epochs=case.epochs)
-        proc = subprocess.run([sys.executable, "-m", "stepkit.testing._replica_child", tmp],
-                              capture_output=True, text=True, env=child_env(), timeout=600)
+        if here:
+            importlib.import_module(module).main(tmp)
+            proc = subprocess.CompletedProcess([], 0, "", "")
+        else:
+            proc = subprocess.run([sys.executable, "-m", module, tmp], capture_output=True,
+                                  text=True, env={**child_env(), **env}, timeout=600)
         result_path = os.path.join(tmp, "result.json")
         if proc.returncode != 0 or not os.path.exists(result_path):
             tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
@@ -93,11 +109,14 @@ def _check_iterations(case: Case, one: dict, two: dict) -> None:
         fail("replicas", case, f"no optimizer stepped: iterations {one['iterations']}.")
 
 
-def _check_deterministic(case: Case, one: dict, two: dict, w_one: list, w_two: list) -> dict:
-    hint = (" The step draws no ctx.normal/ctx.uniform noise, so 2 replicas must equal one "
-            "device: are losses plain per-replica means, and tracked values weighted by "
-            "ctx.batch_size(x)? Randomness outside ctx.normal/uniform (dropout, "
-            "keras.random) also differs per replica.")
+_DETERMINISTIC_HINT = (
+    " The step draws no ctx.normal/ctx.uniform noise, so 2 replicas must equal one device: "
+    "are losses plain per-replica means, and tracked values weighted by ctx.batch_size(x)? "
+    "Randomness outside ctx.normal/uniform (dropout, keras.random) also differs per replica.")
+
+
+def _check_deterministic(case: Case, one: dict, two: dict, w_one: list, w_two: list,
+                         hint: str = _DETERMINISTIC_HINT) -> dict:
     try:
         diff = compare_histories("replicas", case, two["history"], one["history"], tol=_TOL)
     except AssertionError as exc:
@@ -138,9 +157,44 @@ def _check_noisy(case: Case, one: dict, reseeded: dict, two: dict) -> dict:
             "max_diff": max_diff(two["history"], one["history"])}
 
 
+def _check_jax(case: Case) -> dict:
+    import jax
+
+    # A process that already has 2 CPU devices (the kit's child for another backend) runs
+    # the same code without starting another interpreter.
+    here = len(jax.devices("cpu")) >= 2
+    result, weights = _run_child(case, "stepkit.testing._replica_child_jax", here=here,
+                                 XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+                                           f"{TWO_CPU_DEVICES}".strip())
+    for run, what in [("one", "one device"), ("two", "DataParallel over 2 CPU devices")]:
+        if "error" in result.get(run, {}):
+            fail("replicas", case, f"fit() under {what} raised:\n{result[run]['error']}")
+    one, two = result["one"], result["two"]
+    if two["mesh"] != {"batch": 2}:
+        fail("replicas", case, f"DataParallel laid the variables out on the mesh {two['mesh']}, "
+                               "expected {'batch': 2}.")
+    check_finite("replicas", case, two["history"])
+    _check_iterations(case, one, two)
+    hint = (" On JAX, keras.distribution traces the step once over the global batch (sharded "
+            "by XLA), so 2 devices must equal one, noise included: does the step keep state "
+            "outside the model's variables, or draw randomness outside ctx.normal/uniform?")
+    report = _check_deterministic(case, one, two, weights["one"], weights["two"], hint)
+    return {"uses_noise": one["uses_noise"], "iterations": two["iterations"],
+            "replicas": 2, "distribution": "DataParallel", **report}
+
+
 @as_check
 def check_replicas(case: Case) -> dict:
-    """2 replicas (MirroredStrategy, 2 logical CPUs) against one device; see the module."""
+    """2 replicas (MirroredStrategy, 2 logical CPUs) against one device; see the module.
+
+    On JAX: ``keras.distribution.DataParallel`` over 2 CPU devices, which must equal
+    one device for every step; torch is skipped (:data:`stepkit.testing.backends.SKIPS`).
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return _check_jax(case)
+    if skip_reason("replicas", backend):
+        raise CheckSkipped(skip_reason("replicas", backend))
     result, weights = _run_child(case)
     _check_errors(case, result)
     one, two = result["one"], result["two"]

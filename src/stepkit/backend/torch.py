@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import torch
 
 from stepkit.backend.common import PythonLoopTrainer
@@ -161,10 +162,25 @@ class StepTrainer(PythonLoopTrainer):
         return super().fit(*args, **kwargs)
 
     def train_step(self, data: Any) -> dict[str, Any]:
-        return self._train_body(data)
+        return self._train_body(_as_tensors(data))
 
     def test_step(self, data: Any) -> dict[str, Any]:
-        return self._test_body(data)
+        return self._test_body(_as_tensors(data))
+
+
+def _as_tensors(data: Any) -> Any:
+    """A batch's numeric NumPy arrays as torch tensors, as fit()'s data adapters give them.
+
+    Keras' torch ``train_on_batch`` / ``test_on_batch`` pass the arrays as given, so
+    ``net(x) - y`` would meet a NumPy ``y`` (NumPy then converts the tensor, and a tensor
+    that requires grad cannot be converted).
+    """
+    def convert(v: Any) -> Any:
+        if isinstance(v, np.ndarray) and v.dtype.kind in "biuf":
+            return keras.ops.convert_to_tensor(v)
+        return v
+
+    return keras.tree.map_structure(convert, data)
 
     def get_compile_config(self) -> dict[str, Any]:
         # A file saved here loads and trains on every backend (see _public_optimizers).

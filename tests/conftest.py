@@ -6,6 +6,34 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from backend_scope import NOT_ON_THIS_BACKEND, describe  # noqa: E402
+
+BACKEND = keras.backend.backend()
+
+
+def pytest_report_header(config):
+    return describe(BACKEND)
+
+
+def pytest_ignore_collect(collection_path, config):
+    # Modules that test what only TensorFlow has (tf.distribute, SavedModel, ...) are
+    # not collected on JAX and torch: backend_scope.py lists each with its reason.
+    return collection_path.name in NOT_ON_THIS_BACKEND(BACKEND) or None
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "tensorflow_only(reason): the test checks what only TensorFlow has")
+
+
+def pytest_collection_modifyitems(config, items):
+    if BACKEND == "tensorflow":
+        return
+    for item in items:
+        marker = item.get_closest_marker("tensorflow_only")
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            item.add_marker(pytest.mark.skip(reason=f"TensorFlow only: {reason}"))
 
 
 @pytest.fixture

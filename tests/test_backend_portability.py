@@ -190,16 +190,7 @@ def test_the_continuation_check_sees_dropped_optimizer_state(workdir, dst, case)
     assert _max_diff(loaded, "cont_", loaded, "fresh_", floats) > 1e-3
 
 
-JIT_SAVED_RESOLVED = (
-    "stepkit's compile config saves the jit_compile the source backend resolved 'auto' to "
-    "(True on JAX, False on CPU TensorFlow and torch), where Keras saves 'auto': a JAX file "
-    "runs torch.compile on torch (minutes; wgan-gp's double backward fails) and a "
-    "TensorFlow or torch file runs op by op on JAX")
-
-
-@pytest.mark.parametrize(("src", "dst"), [
-    pytest.param(src, dst, marks=pytest.mark.xfail(strict=True, reason=JIT_SAVED_RESOLVED))
-    if "jax" in (src, dst) else (src, dst) for src, dst in PAIRS])
+@pytest.mark.parametrize(("src", "dst"), PAIRS)
 def test_jit_compile_auto_resolves_on_the_loading_backend(workdir, src, dst):
     """compile(jit_compile="auto") resolves on the loading backend, as in Keras.
 

@@ -74,7 +74,7 @@ class CompileMixin:
         self._compile_config = serialization_lib.SerializableDict(
             optimizer=optimizers, loss=loss, loss_weights=loss_weights, metrics=metrics,
             weighted_metrics=weighted_metrics, run_eagerly=run_eagerly,
-            steps_per_execution=steps_per_execution, jit_compile=self.jit_compile,
+            steps_per_execution=steps_per_execution, jit_compile=jit_compile,
             auto_scale_loss=auto_scale_loss)
         if self.built:
             self._build_optimizers()

@@ -42,13 +42,25 @@ def is_multi_worker(strategy: Any) -> bool:
 
 def value_and_grad(fn: Callable[[], tuple[Any, Any]],
                    variables: Sequence[Any]) -> tuple[list[Any], Any]:
-    """``torch.autograd.grad`` of ``fn()[0]`` w.r.t. ``variables``; unused ones get zeros."""
+    """``torch.autograd.grad`` of ``fn()[0]`` w.r.t. ``variables``; unused ones get zeros.
+
+    Gradients come back laid out like their parameters, as ``loss.backward()``
+    stores ``.grad``: ``autograd.grad`` returns the layout the backward op made
+    (Keras' torch convolutions give permuted, non-contiguous kernel gradients),
+    on which the optimizer's elementwise updates run several times slower.
+    """
     with torch.enable_grad():
         target, aux = fn()
         params = [v.value for v in variables]
         grads = torch.autograd.grad(target, params, allow_unused=True)
     pairs = zip(grads, params, strict=True)
-    return [torch.zeros_like(p) if g is None else g for g, p in pairs], aux
+    return [torch.zeros_like(p) if g is None else _laid_out_like(g, p) for g, p in pairs], aux
+
+
+def _laid_out_like(grad: Any, param: Any) -> Any:
+    if param.is_contiguous() and not grad.is_contiguous():
+        return grad.contiguous()
+    return grad
 
 
 def input_gradients(fn: Callable[[Any], Any], inputs: Any) -> Any:

@@ -260,10 +260,15 @@ def _known(exc: BaseException | None, text: str, backend: str) -> str | None:
                 f"a Python `if`, bool(), int(), float(), .numpy() or np.asarray on a tensor"
                 f"{where} cannot run. Use ctx.cond or keras.ops.where for branches and keep "
                 "values as tensors (keras.ops).")
+    if backend == "jax" and "[JAX RNG]" in messages:
+        return (f"the step draws unseeded random numbers{where} (keras.random without a seed "
+                "generator), which JAX cannot trace. Draw noise with ctx.normal / ctx.uniform: "
+                "they use the model's seed generator, which a backup also restores.")
     if backend == "torch" and "Can't call numpy() on Tensor that requires grad" in messages:
         return (f"on torch the step's tensors carry autograd history, and one was converted "
-                f"to NumPy{where}. Keep values as tensors (keras.ops); outside a step, "
-                "keras.ops.convert_to_numpy detaches them.")
+                f"to NumPy{where} (np.asarray, .numpy(), or arithmetic with a NumPy array, "
+                "which converts the tensor). Keep values as tensors (keras.ops); outside a "
+                "step, keras.ops.convert_to_numpy detaches them.")
     return None
 
 

@@ -52,8 +52,23 @@ CASES = {
 }
 
 
+def _torch_on_cpu():
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+# Keras itself, not stepkit: the gan's generator has a Conv2DTranspose.
+KERAS_TORCH_CPU_FLOAT16 = pytest.mark.xfail(
+    BACKEND == "torch" and _torch_on_cpu(), raises=RuntimeError, strict=True,
+    reason="Keras' torch backend cannot run a float16 Conv2DTranspose backward pass on CPU "
+           "(slow_conv2d: grad_weight must be contiguous)")
+
+
 @pytest.mark.parametrize(("step", "check"), [
-    (step, check) for step in CASES for check in CHECK_NAMES
+    pytest.param(step, check, marks=[KERAS_TORCH_CPU_FLOAT16] * (
+        (step, check) == ("gan", "mixed_precision")))
+    for step in CASES for check in CHECK_NAMES
     if (step, check) != ("gan", "jit_compile")  # test_gan_reproduces_default_run_under_xla
 ])
 def test_builtin_step_conforms(stepkit_conformance, step, check):

@@ -6,7 +6,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from backend_scope import NOT_ON_THIS_BACKEND, describe  # noqa: E402
+from backend_scope import collected_on, describe  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
@@ -16,9 +16,11 @@ def pytest_report_header(config):
 
 
 def pytest_ignore_collect(collection_path, config):
-    # Modules that test what only TensorFlow has (tf.distribute, SavedModel, ...) are
-    # not collected on JAX and torch: backend_scope.py lists each with its reason.
-    return collection_path.name in NOT_ON_THIS_BACKEND(BACKEND) or None
+    # On JAX and torch only the modules of backend_scope.ON_EVERY_BACKEND are collected;
+    # backend_scope.py gives every other module's reason.
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return (not collected_on(BACKEND, collection_path.name)) or None
+    return None
 
 
 def pytest_configure(config):

@@ -41,6 +41,8 @@ def _guide(seed=1):
     return GuideModel(inputs, keras.layers.Dense(1)(hidden))
 
 
+@pytest.mark.tensorflow_only("the guide's TensorFlow example (tf.GradientTape); "
+                              "test_backend_fidelity.py compares each backend's guide")
 def test_reproduces_guide_lower_level_example(mlp, regression_data):
     x, y = regression_data
     x, y = x[:96], y[:96]  # full batches: the guide's unweighted Mean is then exact too

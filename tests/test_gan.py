@@ -84,6 +84,10 @@ def test_compile_metrics_are_refused():
         StepModel(step="gan").compile(metrics=["mae"])
 
 
+@pytest.mark.tensorflow_only(
+    "two epochs of the 28x28 DCGAN take minutes on a CPU under JAX and torch (XLA's CPU "
+    "gradient of Conv2DTranspose is ~16 s a step, in keras.Model.fit alike); "
+    "test_backend_fidelity.py trains a GAN on every backend")
 def test_samples_move_toward_digits(digits):
     # Generated pixels must take on the digits' distribution (mostly dark, some
     # bright strokes): the 1-D Wasserstein distance between the two pixel

@@ -33,6 +33,7 @@ SPAWN_EVERY_BACKEND = {
     "test_backend_portability.py": "saves on each backend, loads on the others",
     "test_jax_distribution.py": "JAX children over 2 CPU devices",
     "test_kit_backend.py": "the conformance kit's --stepkit-backend runs children",
+    "test_backend_errors.py": "unsupported backends and foreign API calls, in children",
 }
 
 # Code that does not depend on the backend (command line, registry, docs, data).

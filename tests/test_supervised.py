@@ -79,9 +79,8 @@ def test_loss_is_epoch_mean_weighted_by_batch_size(mlp, regression_data):
     cb = keras.callbacks.LambdaCallback(
         on_test_batch_end=lambda batch, logs: seen.append(logs["loss"]))
     result = model.evaluate(x, y, batch_size=16, verbose=0, callbacks=[cb])
-    per_batch = [float(keras.losses.mean_squared_error(y[i:i + 16],
-                                                        model.predict(x[i:i + 16], verbose=0)
-                                                        ).numpy().mean())
+    per_batch = [float(keras.ops.convert_to_numpy(keras.losses.mean_squared_error(
+                     y[i:i + 16], model.predict(x[i:i + 16], verbose=0))).mean())
                  for i in range(0, len(x), 16)]
     sizes = [len(x[i:i + 16]) for i in range(0, len(x), 16)]
     assert result == pytest.approx(np.average(per_batch, weights=sizes), abs=1e-5)

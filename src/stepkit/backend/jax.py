@@ -35,14 +35,14 @@ from stepkit.backend.common import PythonLoopTrainer
 _ACTIVE: list[list[Any]] = []  # the variables mapped by the step being traced
 
 
-def _refs() -> list[Any]:
-    if not _ACTIVE:
-        raise RuntimeError(
-            "stepkit's JAX backend ran a training-step helper outside a training step "
-            "(ctx.minimize, ctx.gradients, ctx.cond and ctx.apply_gradients run inside "
-            "train_step/test_step)."
-        )
-    return _ACTIVE[-1]
+def _refs(variables: Sequence[Any] = ()) -> list[Any]:
+    """The variables of the step being traced; outside a step (eager calls), ``variables``.
+
+    Outside a step nothing maps the model's other variables, so updates a forward
+    pass makes to them (BatchNorm statistics) are not kept: call the helpers
+    inside ``train_step`` / ``test_step`` to keep them.
+    """
+    return _ACTIVE[-1] if _ACTIVE else list(variables)
 
 
 @contextlib.contextmanager
@@ -95,7 +95,7 @@ def run_stateless(groups: Sequence[Sequence[Any]], state: Sequence[Sequence[Any]
 def value_and_grad(fn: Callable[[], tuple[Any, Any]],
                    variables: Sequence[Any]) -> tuple[list[Any], Any]:
     """Gradients of ``fn()[0]`` w.r.t. ``variables``, and ``fn()[1]``; see the module doc."""
-    refs = _refs()
+    refs = _refs(variables)
     index = {id(v): i for i, v in enumerate(refs)}
     missing = [v.path for v in variables if id(v) not in index]
     if missing:
@@ -148,6 +148,8 @@ def apply_gradients(optimizer: Any, grads: Sequence[Any], variables: Sequence[An
 
 def cond(pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
     """``jax.lax.cond`` over the model's state: branches may update variables."""
+    if not _ACTIVE:  # eager, outside a step: a Python branch
+        return true_fn() if bool(pred) else false_fn()
     refs = _refs()
 
     def branch(fn: Callable[[], Any]) -> Callable[[list[Any]], Any]:

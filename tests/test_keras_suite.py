@@ -6,15 +6,18 @@ tests of that contract (trainer, model, functional, callbacks, tf.data adapter,
 tf.distribute and SavedModel tests) from the installed wheel, rewrites a copy of
 them in a temporary directory so that every Keras model a test compiles, fits,
 evaluates or predicts goes through a StepModel (``keras_suite.rewrite``, nothing
-of Keras is kept in this repository), runs them with pytest in one subprocess and
-checks, module by module, that every in-scope test passes. Tests that are not about
-fit()'s contract through a wrapper are listed, each with its reason, in
-``keras_suite/scope.py``.
+of Keras is kept in this repository), runs them with pytest in one subprocess under
+this process's Keras backend (``KERAS_BACKEND``: run this module once per backend)
+and checks, module by module, that every in-scope test passes. Keras' tests skip
+themselves where they do not apply; whatever runs with a plain keras.Model on the
+backend must also pass through StepModel. Tests that are not about fit()'s contract
+through a wrapper, and per backend the ones left out of its run for time, are
+listed, each with its reason, in ``keras_suite/scope.py``.
 
 By hand, from ``tests/``: ``python -m keras_suite [MODULE...]`` prints each
 failure; ``python -m keras_suite --baseline`` runs the same rewritten modules
-without wrapping (Keras' own result on this machine). ``pytest -rP`` shows the
-counts of each module.
+without wrapping (Keras' own result on this machine), ``--all`` also runs the tests
+left out for time. ``pytest -rP`` shows the counts of each module.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import keras
 import pytest
 from keras_suite import runner
 from keras_suite.rewrite import rewrite_source
-from keras_suite.scope import OUT_OF_SCOPE, out_of_scope_reason
+from keras_suite.scope import keys_for, matches
+
+BACKEND = keras.backend.backend()
 
 MODULES = runner.MODULES
 
@@ -40,7 +46,7 @@ def _write_line(config: pytest.Config, line: str) -> None:
 @pytest.fixture(scope="module")
 def suite_run(request: pytest.FixtureRequest,
               tmp_path_factory: pytest.TempPathFactory) -> runner.Run:
-    """One subprocess runs every selected Keras module (TensorFlow is imported once)."""
+    """One subprocess runs every selected Keras module (the backend is imported once)."""
     selected = {item.callspec.params["module"] for item in request.session.items
                 if getattr(item, "originalname", None) == "test_keras_module"
                 and hasattr(item, "callspec")}
@@ -50,10 +56,11 @@ def suite_run(request: pytest.FixtureRequest,
     run = runner.run(modules, workdir)
     c = run.counts()
     _write_line(request.config,
-                f"Keras suite through StepModel ({len(modules)} modules, {run.wall_s:.0f} s): "
-                f"{c['passed']} passed, {c['failed']} failed, {c['out_of_scope']} out of "
-                f"scope, {c['skipped']} skipped by Keras itself, {c['no_package']} skipped "
-                f"for want of jax/torch/grain; {c['reach_stepmodel']} ran through a StepModel "
+                f"Keras suite through StepModel on {BACKEND} ({len(modules)} modules, "
+                f"{run.wall_s:.0f} s): {c['passed']} passed, {c['failed']} failed, "
+                f"{c['out_of_scope']} out of scope, {c['left_out']} left out for time, "
+                f"{c['skipped']} skipped by Keras itself, {c['no_package']} skipped for want "
+                f"of an optional package; {c['reach_stepmodel']} ran through a StepModel "
                 f"({c['reach_and_pass']} of them pass).")
     return run
 
@@ -66,11 +73,12 @@ def test_keras_module(module: str, suite_run: runner.Run) -> None:
     counts = run.counts()
     print(f"{module}: {counts}")
 
-    # The out-of-scope list names tests that exist...
+    # The lists in scope.py name tests that exist...
     ids = list(run.results)
-    stale = [k for k in OUT_OF_SCOPE if k.split("::", 1)[0] == module
-             and not any(out_of_scope_reason(i) == OUT_OF_SCOPE[k] for i in ids)]
-    assert not stale, f"OUT_OF_SCOPE names tests that {module} no longer has: {stale}"
+    stale = [k for k in keys_for(BACKEND) if k.split("::", 1)[0] == module
+             and not any(matches(k, i) for i in ids)]
+    assert not stale, (
+        f"keras_suite/scope.py names tests that {module} no longer has: {stale}")
     # ...and every network with its own train/test step or compute_loss is on it.
     unlisted = [f"{r.nodeid} ({', '.join(r.overrides)})" for r in run.results.values()
                 if r.overrides and r.outcome != "out_of_scope"]
@@ -82,8 +90,10 @@ def test_keras_module(module: str, suite_run: runner.Run) -> None:
     lines = [f"{r.nodeid}: {(r.message.strip().splitlines() or [''])[0][:240]}"
              for r in failed]
     assert not failed, (
-        f"{len(failed)} in-scope Keras test(s) of {module} fail through StepModel "
-        f"({counts}); rerun one with `cd tests && python -m keras_suite {module} -- -k NAME`:\n"
+        f"{len(failed)} in-scope Keras test(s) of {module} fail through StepModel on "
+        f"{BACKEND} ({counts}); rerun one with `cd tests && KERAS_BACKEND={BACKEND} "
+        f"python -m keras_suite {module} -- -k NAME` (`--baseline` runs it on a plain "
+        "keras.Model):\n"
         + "\n".join(lines))
 
 
@@ -98,6 +108,7 @@ def test_rewrite_routes_trainer_calls_only() -> None:
         "    history = model.fit(x, y)\n"
         "    model(x)\n"
         "    model.get_weights()\n"
+        "    other.jit_compile = True\n"
         "    self.assertEqual(model.optimizer.iterations, 1)\n"
         "    getattr(model, 'evaluate')(x, y)\n"
         "    cb.set_model(model)\n"
@@ -110,6 +121,7 @@ def test_rewrite_routes_trainer_calls_only() -> None:
     assert "_stepkit_route(model, True).compile(loss='mse')" in text
     assert "history = _stepkit_route(model, True).fit(x, y)" in text
     assert "_stepkit_route(model).optimizer.iterations" in text
+    assert "_stepkit_route(other, True).jit_compile = True" in text
     assert "getattr(_stepkit_route(model, False, 'evaluate'), 'evaluate')" in text
     assert "cb.set_model(_stepkit_route(model, True))" in text
     # the network itself, modules and a class's own methods are left alone
@@ -117,7 +129,7 @@ def test_rewrite_routes_trainer_calls_only() -> None:
                  "    super().fit(x)"):
         assert kept in text.splitlines()
     assert "except ImportError:\n    jax = None" in text
-    assert routed == 5
+    assert routed == 6
 
 
 def test_modules_exist_in_installed_keras() -> None:

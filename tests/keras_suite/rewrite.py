@@ -2,17 +2,18 @@
 
 Every attribute access ``X.name`` where ``name`` is a trainer attribute
 (:data:`keras_suite.runtime.ROUTED`) becomes ``_stepkit_route(X).name``, and
-``X.compile/fit/evaluate/predict/*_on_batch`` become
-``_stepkit_route(X, True).<method>``: the network's StepModel is made on its
-first way into a training loop and reused after. ``self.``/``cls.``/``super()``
-receivers (a class's own methods, a TestCase's helpers) and imported modules are
-left alone, and ``_stepkit_route`` leaves anything that is not a Keras model
-(and any StepModel) untouched. Functions that save a model given as an argument
-(``tf.saved_model.save(model, ...)``, ``saving.save_model(model, ...)``) get the
-model's wrapper, and so do ``getattr/setattr/hasattr(model, name)`` for a trainer
-``name``. A model handed to a callback (``cb.set_model(model)``) is one being
-trained: it is wrapped; ``CallbackList(..., model=model)`` gets its wrapper if any.
-Module-level imports of other backends (jax, torch) become optional.
+``X.compile/fit/evaluate/predict/*_on_batch`` (and setting ``X.run_eagerly`` or
+``X.jit_compile``) become ``_stepkit_route(X, True).<name>``: the network's
+StepModel is made on its first way into a training loop and reused after.
+``self.``/``cls.``/``super()`` receivers (a class's own methods, a TestCase's
+helpers) and imported modules are left alone, and ``_stepkit_route`` leaves anything
+that is not a Keras model (and any StepModel) untouched. Functions that save a model
+given as an argument (``tf.saved_model.save(model, ...)``,
+``saving.save_model(model, ...)``) get the model's wrapper, and so do
+``getattr/setattr/hasattr(model, name)`` for a trainer ``name``. A model handed to a
+callback (``cb.set_model(model)``) is one being trained: it is wrapped;
+``CallbackList(..., model=model)`` gets its wrapper if any. Module-level imports of
+other backends (jax, torch) become optional.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ HELPER = "_stepkit_route"
 OPTIONAL_IMPORTS = frozenset({"jax", "torch", "flax", "orbax", "tensorflow_text"})
 # Functions whose first argument is a model being saved as a whole.
 SAVE_FUNCTIONS = frozenset({"save_model", "export_model", "export_saved_model"})
+# Trainer attributes that, set on a network, configure its loops.
+LOOP_SETTINGS = frozenset({"run_eagerly", "jit_compile"})
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -62,7 +65,11 @@ class _Rewriter(ast.NodeTransformer):
         self.generic_visit(node)
         if (node.attr in ROUTED and not isinstance(node.ctx, ast.Del)
                 and not self._left_alone(node.value)):
-            node.value = self._route(node.value, node.attr in ENTRY_POINTS)
+            # Setting how the loops run (`model.jit_compile = True` before predict)
+            # configures the training side: the StepModel is made for it.
+            create = node.attr in ENTRY_POINTS or (
+                isinstance(node.ctx, ast.Store) and node.attr in LOOP_SETTINGS)
+            node.value = self._route(node.value, create)
         return node
 
     def visit_Call(self, node: ast.Call) -> ast.AST:

@@ -48,8 +48,9 @@ MODULES = (
 @dataclass
 class Result:
     nodeid: str
-    # passed, failed, out_of_scope, skipped (by Keras itself), no_package (a variant
-    # that imports jax, torch or grain, which stepkit does not install)
+    # passed, failed, out_of_scope, left_out (of this backend's run, for time),
+    # skipped (by Keras itself), no_package (a variant that imports a package that is
+    # not installed: grain, or jax/torch where they are absent)
     outcome: str
     message: str = ""
     text: str = ""
@@ -73,7 +74,7 @@ class Run:
         return [r for r in self.results.values() if r.outcome == outcome]
 
     def counts(self) -> dict[str, int]:
-        keys = ("passed", "failed", "out_of_scope", "skipped", "no_package")
+        keys = ("passed", "failed", "out_of_scope", "left_out", "skipped", "no_package")
         out = {k: len(self.by_outcome(k)) for k in keys}
         # tests that ran and made a StepModel (out-of-scope ones are skipped before)
         out["reach_stepmodel"] = sum(1 for r in self.results.values()
@@ -95,11 +96,16 @@ def prepare(workdir: Path, modules: tuple[str, ...] = MODULES) -> None:
 
 
 def environment() -> dict[str, str]:
+    """The subprocess's environment: this process's Keras backend, CPU only."""
     env = dict(os.environ)
-    env.update(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3",
+    env.update(KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="3",
                STEPKIT_KERAS_SUITE_PATH=str(SUITE_PATH), CUDA_VISIBLE_DEVICES="",
                PYTHONHASHSEED="0")
     env.pop("PYTEST_ADDOPTS", None)
+    flags = env.get("XLA_FLAGS", "")
+    if env["KERAS_BACKEND"] == "jax" and "device_count" not in flags:
+        # Two CPU devices: Keras' DataParallel variants (skipped on one device) run too.
+        env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=2".strip()
     return env
 
 
@@ -126,7 +132,8 @@ def run(modules: tuple[str, ...], workdir: Path, extra: tuple[str, ...] = (),
 
 def parse_junit(path: Path) -> dict[str, Result]:
     results: dict[str, Result] = {}
-    rank = {"passed": 0, "skipped": 1, "out_of_scope": 1, "no_package": 1, "failed": 2}
+    rank = {"passed": 0, "skipped": 1, "out_of_scope": 1, "left_out": 1, "no_package": 1,
+            "failed": 2}
     for case in ET.parse(path).getroot().iter("testcase"):
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
         # Collection errors have no node id property: their classname is the module.
@@ -144,6 +151,8 @@ def parse_junit(path: Path) -> dict[str, Result]:
             break
         if "stepkit_out_of_scope" in props and outcome == "skipped":
             outcome = "out_of_scope"
+        elif outcome == "skipped" and "stepkit left out on" in message:
+            outcome = "left_out"  # (not a test that Keras skips itself on this backend)
         elif outcome == "skipped" and "stepkit: not installed:" in message:
             outcome = "no_package"
         result = Result(nodeid, outcome, message, text, int(props.get("stepkit_wrapped") or 0),
@@ -157,7 +166,12 @@ def parse_junit(path: Path) -> dict[str, Result]:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m keras_suite [MODULE...] [-- PYTEST ARGS]``: run and print failures."""
+    """``python -m keras_suite [--baseline] [--all] [MODULE...] [-- PYTEST ARGS]``.
+
+    Runs the modules under the process's ``KERAS_BACKEND`` and prints each failure.
+    ``--baseline``: without wrapping (Keras' own result); ``--all``: the tests left
+    out of this backend's run for time (``keras_suite.scope.LEFT_OUT``) run too.
+    """
     import tempfile
 
     extra: tuple[str, ...] = ()
@@ -167,6 +181,9 @@ def main(argv: list[str]) -> int:
     if "--baseline" in argv:
         argv = [a for a in argv if a != "--baseline"]
         os.environ["STEPKIT_KERAS_SUITE_BASELINE"] = "1"
+    if "--all" in argv:
+        argv = [a for a in argv if a != "--all"]
+        os.environ["STEPKIT_KERAS_SUITE_ALL"] = "1"
     modules = tuple(argv) or MODULES
     keep = os.environ.get("KERAS_SUITE_DIR")
     workdir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="keras_suite_"))
@@ -178,8 +195,8 @@ def main(argv: list[str]) -> int:
         print(f"{module}: {part.counts()}", flush=True)
         for r in part.by_outcome("failed"):
             print(f"  FAILED {r.nodeid} (wrapped={r.wrapped}): {r.message[:300]}")
-    print(f"TOTAL: {result.counts()} rc={result.returncode} {result.wall_s:.0f}s "
-          f"(workdir {workdir})")
+    print(f"TOTAL ({keras.backend.backend()}): {result.counts()} rc={result.returncode} "
+          f"{result.wall_s:.0f}s (workdir {workdir})")
     if not result.results:
         print(result.output[-3000:])
     return 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+import keras
 from keras.src.trainers.trainer import Trainer
 
 from stepkit import StepModel
@@ -48,8 +48,10 @@ ROUTED = ENTRY_POINTS | frozenset({
     "_compile_config", "_distribute_strategy", "_eval_epoch_iterator",
     # saving a compiled model, and its whole state (optimizer and metrics included)
     "save", "export", "get_state_tree", "set_state_tree",
-}) | frozenset(  # and every other name the trainer classes define (their internals)
-    name for cls in TensorFlowTrainer.__mro__ if issubclass(cls, Trainer)
+}) | frozenset(  # and every other name the trainer classes define (their internals):
+    # the current backend's trainer and Trainer, not keras.Model's own layer side
+    name for cls in keras.Model.__mro__
+    if issubclass(cls, Trainer) and not issubclass(cls, keras.Layer)
     for name in vars(cls) if not name.startswith("__"))
 
 # Overriding one of these is writing one's own train/test step: such tests are

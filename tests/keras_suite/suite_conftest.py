@@ -1,13 +1,20 @@
 """conftest.py of the rewritten Keras test modules (copied into the run's directory).
 
-Registers Keras' own markers, skips the out-of-scope tests with their reason,
-and records on each test report its node id and how many networks it wrapped
-in a StepModel (JUnit XML properties ``nodeid``, ``stepkit_wrapped``,
-``stepkit_overrides``).
+Registers Keras' own markers, skips the out-of-scope tests (and those left out
+of this backend's run for time) with their reason, and records on each test
+report its node id and how many networks it wrapped in a StepModel (JUnit XML
+properties ``nodeid``, ``stepkit_wrapped``, ``stepkit_overrides``).
 """
 
 import os
 import sys
+
+try:
+    # As in Keras' own conftest: torch is imported before TensorFlow, which would
+    # otherwise make importing torch crash.
+    import torch  # noqa: F401
+except ImportError:
+    torch = None
 
 sys.path.insert(0, os.environ["STEPKIT_KERAS_SUITE_PATH"])
 
@@ -15,7 +22,10 @@ import pytest  # noqa: E402
 from keras.src.backend import backend  # noqa: E402
 
 from keras_suite import runtime  # noqa: E402
-from keras_suite.scope import out_of_scope_reason  # noqa: E402
+from keras_suite.scope import left_out_reason, out_of_scope_reason  # noqa: E402
+
+# `python -m keras_suite --all`: run the tests left out of this backend's run for time.
+RUN_ALL = os.environ.get("STEPKIT_KERAS_SUITE_ALL") == "1"
 
 
 def skip_if_backend(given_backend, reason):
@@ -32,16 +42,21 @@ def pytest_collection_modifyitems(config, items):
     untrainable = backend() in ("numpy", "openvino")
     for item in items:
         item.user_properties.append(("nodeid", item.nodeid))
-        reason = out_of_scope_reason(item.nodeid)
+        reason = out_of_scope_reason(item.nodeid, backend())
+        left_out = None if RUN_ALL else left_out_reason(item.nodeid, backend())
         if reason is not None:
             item.user_properties.append(("stepkit_out_of_scope", reason))
             item.add_marker(pytest.mark.skip(reason=f"stepkit out of scope: {reason}"))
+        elif left_out is not None:
+            item.user_properties.append(("stepkit_left_out", left_out))
+            item.add_marker(pytest.mark.skip(
+                reason=f"stepkit left out on {backend()}: {left_out}"))
         elif untrainable and "requires_trainable_backend" in item.keywords:
             item.add_marker(pytest.mark.skip(reason="Trainer not implemented for backend"))
 
 
 # Packages of other backends and data loaders that some parametrized variants
-# import; Keras' CI installs them, stepkit does not: those variants are skipped.
+# import; Keras' CI installs them, stepkit need not: those variants are skipped.
 NO_PACKAGE = "stepkit: not installed:"
 OPTIONAL_PACKAGES = frozenset({"jax", "torch", "grain", "orbax", "flax", "tensorflow_text"})
 

@@ -226,9 +226,9 @@ class StepContext:
         def target() -> tuple[Any, Any]:
             out = loss_fn()
             loss, rest = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
-            if regularization:
-                reg = self.regularization_loss(role)
-                loss = loss + ops.cast(reg, loss.dtype)
+            if regularization and self.step.regularization_losses(self, role):
+                # no term at all: add nothing (on torch every op runs, even a zero)
+                loss = loss + ops.cast(self.regularization_loss(role), loss.dtype)
             total = loss if rest is None else (loss, *rest)
             return optimizer.scale_loss(losses.scale(loss)), total
 

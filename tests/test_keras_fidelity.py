@@ -107,7 +107,8 @@ def _keras_loss_value(loss, y, p, sw=None):
 @pytest.mark.parametrize("form", [
     "mse", "binary_crossentropy", keras.losses.mean_absolute_error,
     keras.losses.MeanSquaredError(), keras.losses.MeanSquaredError(reduction="sum"),
-    keras.losses.BinaryCrossentropy(from_logits=True)], ids=repr)
+    keras.losses.BinaryCrossentropy(from_logits=True)],
+    ids=["mse", "bce-name", "mae-function", "MSE-object", "MSE-sum", "BCE-logits-object"])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_every_loss_form_reduces_as_keras_compile_does(form, weighted):
     y = RNG.uniform(size=(12, 1)).round().astype("float32")

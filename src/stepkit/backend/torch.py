@@ -179,6 +179,10 @@ class StepTrainer(PythonLoopTrainer):
     def test_step(self, data: Any) -> dict[str, Any]:
         return self._test_body(_as_tensors(data))
 
+    def get_compile_config(self) -> dict[str, Any]:
+        # A file saved here loads and trains on every backend (see _public_optimizers).
+        return _public_optimizers(super().get_compile_config())
+
 
 def _as_tensors(data: Any) -> Any:
     """A batch's numeric NumPy arrays as torch tensors, as fit()'s data adapters give them.
@@ -193,7 +197,3 @@ def _as_tensors(data: Any) -> Any:
         return v
 
     return keras.tree.map_structure(convert, data)
-
-    def get_compile_config(self) -> dict[str, Any]:
-        # A file saved here loads and trains on every backend (see _public_optimizers).
-        return _public_optimizers(super().get_compile_config())

@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     from stepkit.step import Batch, Step
 
 
+def _total(terms: Sequence[Any]) -> Any:
+    """The float32 sum of regularisation ``terms`` (0 when there are none)."""
+    sums = [ops.sum(ops.cast(v, "float32")) for v in terms]
+    if not sums:
+        return ops.zeros(())
+    return sums[0] if len(sums) == 1 else ops.sum(ops.stack(sums))
+
+
 class StepHost(Protocol):
     """What the framework gives a :class:`StepContext`; :class:`stepkit.StepModel` is one.
 
@@ -197,11 +205,7 @@ class StepContext:
         the role's network (:meth:`Step.regularization_losses`), from the last
         call of the network. A frozen role contributes nothing.
         """
-        terms = [ops.sum(ops.cast(v, "float32"))
-                 for v in self.step.regularization_losses(self, role)]
-        if not terms:
-            return ops.zeros(())
-        return terms[0] if len(terms) == 1 else ops.sum(ops.stack(terms))
+        return _total(self.step.regularization_losses(self, role))
 
     # ------------------------------------------------------------ updates
 
@@ -226,9 +230,9 @@ class StepContext:
         def target() -> tuple[Any, Any]:
             out = loss_fn()
             loss, rest = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
-            if regularization and self.step.regularization_losses(self, role):
-                # no term at all: add nothing (on torch every op runs, even a zero)
-                loss = loss + ops.cast(self.regularization_loss(role), loss.dtype)
+            terms = self.step.regularization_losses(self, role) if regularization else []
+            if terms:  # no term at all: add nothing (on torch every op runs, even a zero)
+                loss = loss + ops.cast(_total(terms), loss.dtype)
             total = loss if rest is None else (loss, *rest)
             return optimizer.scale_loss(losses.scale(loss)), total
 

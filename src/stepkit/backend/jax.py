@@ -228,7 +228,7 @@ class StepTrainer(PythonLoopTrainer):
     def _state_refs(self, optimizers: bool) -> list[list[Any]]:
         groups = [self.trainable_variables, self.non_trainable_variables]
         if optimizers:
-            groups.append(_AllOptimizers(self._optimizers_in_order()).variables)
+            groups.append([v for opt in self._optimizers_in_order() for v in opt.variables])
         groups.append(self.metrics_variables)
         return groups
 
@@ -236,14 +236,10 @@ class StepTrainer(PythonLoopTrainer):
         return list((getattr(self, "_role_optimizers", None) or {}).values())
 
     def train_step(self, state: Any, data: Any) -> tuple[Any, Any]:
-        logs, new = run_stateless(self._state_refs(True), state,
-                                  lambda: self._train_body(data))
-        return logs, new
+        return run_stateless(self._state_refs(True), state, lambda: self._train_body(data))
 
     def test_step(self, state: Any, data: Any) -> tuple[Any, Any]:
-        logs, new = run_stateless(self._state_refs(False), state,
-                                  lambda: self._test_body(data))
-        return logs, new
+        return run_stateless(self._state_refs(False), state, lambda: self._test_body(data))
 
     @contextlib.contextmanager
     def _every_optimizer(self) -> Iterator[None]:

@@ -20,6 +20,7 @@ ON_EVERY_BACKEND = {
     "test_step_authoring.py": "the step contract: regularisation, several updates, frozen roles",
     "test_keras_suite.py": "Keras' own trainer/model/callback tests through StepModel",
     "test_backend_torch_grad_layout.py": "torch gradient layout (skipped elsewhere)",
+    "test_wrapper_core.py": "the wrapper contract: order, roles, saved state, errors",
 }
 
 # What only TensorFlow has.

@@ -20,16 +20,27 @@ from stepkit.errors import (
     StepDefinitionError,
     StepkitError,
     UnknownStepError,
+    UnknownWrapperError,
+    WrapperError,
+    WrapperStackError,
 )
 from stepkit.hookspecs import hookimpl, hookspec
-from stepkit.registry import StepInfo, get_step, list_steps, register_plugin
+from stepkit.registry import (
+    StepInfo,
+    get_step,
+    get_wrapper,
+    list_steps,
+    list_wrappers,
+    register_plugin,
+)
 
 __version__ = "0.1.0"
 
 # Keras and TensorFlow load on first use of these names, so that `import stepkit`
 # (and the pytest plugin, and step discovery) stay cheap.
 _LAZY = {"StepModel": "stepkit.model", "load_model": "stepkit.saving",
-         "Batch": "stepkit.step", "Step": "stepkit.step", "StepContext": "stepkit.step"}
+         "Batch": "stepkit.step", "Step": "stepkit.step", "StepContext": "stepkit.step",
+         "Wrapper": "stepkit.wrapper"}
 
 
 def __getattr__(name: str):
@@ -60,10 +71,16 @@ __all__ = [
     "StepModel",
     "StepkitError",
     "UnknownStepError",
+    "UnknownWrapperError",
+    "Wrapper",
+    "WrapperError",
+    "WrapperStackError",
     "get_step",
+    "get_wrapper",
     "hookimpl",
     "hookspec",
     "list_steps",
+    "list_wrappers",
     "load_model",
     "register_plugin",
 ]

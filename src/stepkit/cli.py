@@ -81,14 +81,20 @@ def _cmd_list(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", RuntimeWarning)  # broken plugins are listed below
         reg = registry()
         steps, broken, conflicts = reg.steps(), reg.broken(), reg.conflicts()
+        wrappers = reg.wrappers()
+        conflicts.update({f"wrapper {n}": v for n, v in reg.wrapper_conflicts().items()})
     rows = [{"name": i.name, "distribution": i.distribution, "version": i.version,
              "plugin": i.plugin, "roles": list(i.step_class.roles),
              "description": i.step_class.description} for i in steps]
+    wrapper_rows = [{"name": i.name, "distribution": i.distribution, "version": i.version,
+                     "plugin": i.plugin, "description": i.step_class.description}
+                    for i in wrappers]
     bad = [{"plugin": b.plugin, "distribution": b.distribution, "version": b.version,
             "error": b.error} for b in broken]
     clash = {n: [i.source for i in infos] for n, infos in conflicts.items()}
     if args.json:
-        print(json.dumps({"steps": rows, "broken": bad, "conflicts": clash}, indent=2))
+        print(json.dumps({"steps": rows, "wrappers": wrapper_rows, "broken": bad,
+                          "conflicts": clash}, indent=2))
         return 0
     sources = [f"{r['distribution'] or 'plugin ' + r['plugin']} {r['version'] or ''}".strip()
                for r in rows]
@@ -97,6 +103,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for r, source in zip(rows, sources, strict=True):
         print(f"{r['name']:<{width}}  {source:<{source_width}}  roles: {', '.join(r['roles'])}")
         print(f"{'':<{width}}  {r['description'] or '(no description)'}")
+    if wrapper_rows:
+        print("\nwrappers (StepModel(wrappers=[...]), stepkit fit --wrap NAME):")
+    for r in wrapper_rows:
+        source = f"{r['distribution'] or 'plugin ' + r['plugin']} {r['version'] or ''}".strip()
+        print(f"{r['name']:<{width}}  {source:<{source_width}}  "
+              f"{r['description'] or '(no description)'}")
     for b in bad:
         source = f"{b['distribution'] or ''} {b['version'] or ''}".strip() or "(no distribution)"
         print(f"BROKEN {b['plugin']} ({source}): {b['error']}")
@@ -106,7 +118,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    name, _ = resolve_step(args.name)
+    from stepkit.describe import describe_wrapper, format_wrapper
+    from stepkit.errors import UnknownStepError
+    from stepkit.registry import registry
+
+    try:
+        name, _ = resolve_step(args.name)
+    except UnknownStepError:
+        if args.name not in {i.name for i in registry().wrappers()}:
+            raise
+        info = describe_wrapper(args.name)
+        print(json.dumps(info, indent=2) if args.json else format_wrapper(info))
+        return 0
     info = describe_step(name)
     print(json.dumps(info, indent=2) if args.json else format_step(info))
     return 0
@@ -134,6 +157,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                           "16 for gan)")
     fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="a step config value, e.g. --set latent_dim=64 (repeatable)")
+    fit.add_argument("--wrap", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
+                     help="stack a step wrapper (repeat; outermost first), e.g. --wrap ema "
+                          "--wrap sam:rho=0.05 (see `stepkit list`)")
     fit.add_argument("--config", help="a TOML or JSON file with run settings and a "
                      "[config] table of step settings")
     fit.add_argument("--seed", type=int, help="random seed (Python, numpy, Keras, the model); "
@@ -181,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=_cmd_list)
 
     info = sub.add_parser("info", help="show a step's config fields, optimizers and networks")
-    info.add_argument("name", help="step name")
+    info.add_argument("name", help="step or wrapper name")
     info.add_argument("--json", action="store_true", help="print JSON")
     _debug_flag(info, argparse.SUPPRESS)
     info.set_defaults(func=_cmd_info)

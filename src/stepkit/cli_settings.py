@@ -18,12 +18,12 @@ from stepkit.errors import StepkitError, UnknownStepError
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 RUN_KEYS = ("step", "data", "epochs", "batch_size", "seed", "out", "limit", "image_size",
-            "validation_split", "config")
+            "validation_split", "config", "wrappers")
 # The seed is fixed by default, so that the same command gives the same run.
 DEFAULT_SEED = 0
 DEFAULTS = {"step": None, "data": "digits", "epochs": 10, "batch_size": None,
             "seed": DEFAULT_SEED, "out": None, "limit": None, "image_size": 28,
-            "validation_split": None, "config": {}}
+            "validation_split": None, "config": {}, "wrappers": []}
 
 # What the CLI gives each step, by step name. A step may instead set a class
 # attribute ``data_kind``; unknown steps fall back to ``default_preset``.
@@ -136,6 +136,13 @@ def _checked(data: dict[str, Any], where: str) -> dict[str, Any]:
                               or not 0 <= split < 1):
         raise UsageError(f"{where}: 'validation_split' must be a fraction in [0, 1), e.g. 0.2 "
                          f"(0 turns validation off). Received {split!r}.")
+    wrappers = data.get("wrappers", [])
+    if not isinstance(wrappers, list) or not all(
+            isinstance(w, str) or (isinstance(w, dict) and isinstance(w.get("name"), str))
+            for w in wrappers):
+        raise UsageError(f"{where}: 'wrappers' must be a list of wrapper names or tables with "
+                         "a 'name' (e.g. wrappers = [\"sam\", {name = \"ema\", decay = 0.99}])"
+                         f", outermost first. Received {wrappers!r}.")
     if not isinstance(data.get("config", {}), dict):
         raise UsageError(f"{where}: 'config' must be a table of step settings. "
                          f"Received {data['config']!r}.")
@@ -151,6 +158,26 @@ def _parse_sets(items: Sequence[str]) -> dict[str, str]:
                              f"Received: {item!r}.")
         out[key.strip()] = value
     return out
+
+
+def parse_wrap(item: str) -> dict[str, Any]:
+    """A ``--wrap`` item as a wrapper spec: ``sam:rho=0.05,adaptive=true`` ->
+    ``{"name": "sam", "rho": "0.05", "adaptive": "true"}``; ``roles=a+b`` gives a list.
+    """
+    name, _, rest = item.partition(":")
+    usage = ("--wrap takes NAME or NAME:KEY=VALUE,KEY=VALUE (e.g. --wrap ema, --wrap "
+             "sam:rho=0.05, --wrap ema:decay=0.99,roles=generator; several roles: "
+             "roles=generator+discriminator).")
+    if not name.strip():
+        raise UsageError(f"{usage} Received: {item!r}.")
+    spec: dict[str, Any] = {"name": name.strip()}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{usage} Received: {item!r} (bad part {part!r}).")
+        key = key.strip()
+        spec[key] = [r for r in value.split("+") if r] if key == "roles" else value.strip()
+    return spec
 
 
 def read_run_file(run_dir: str | Path) -> dict[str, Any]:
@@ -170,7 +197,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         layers.append(read_run_file(args.resume))
     if args.config:
         layers.append(_read_config_file(args.config))
-    flags = {k: getattr(args, k, None) for k in RUN_KEYS if k != "config"}
+    flags = {k: getattr(args, k, None) for k in RUN_KEYS if k not in ("config", "wrappers")}
     layers.append(_checked({k: v for k, v in flags.items() if v is not None},
                            "the command line"))
     for layer in layers:
@@ -180,6 +207,8 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 settings[key] = value
     settings["config"].update(_parse_sets(args.set))
+    if getattr(args, "wrap", None):  # the command line's list replaces a file's
+        settings["wrappers"] = [parse_wrap(item) for item in args.wrap]
     if args.resume:
         settings["out"] = args.resume
     if not settings["step"]:

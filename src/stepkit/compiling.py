@@ -68,6 +68,10 @@ class CompileMixin:
         self._role_optimizers = {
             role: self._with_loss_scaling(role, optimizers[role], auto_scale_loss)
             for role in roles}
+        for wrapper in reversed(self._wrappers):  # the innermost wrapper sees it first
+            for role in wrapper.roles:
+                self._role_optimizers[role] = wrapper.configure_optimizer(
+                    role, self._role_optimizers[role])
         self.optimizer = self._role_optimizers[roles[0]]
         if "loss" not in step.tracked:
             self._loss_tracker = None

@@ -35,3 +35,18 @@ class StepDefinitionError(StepkitError, TypeError):
 
 class DataStructureError(StepkitError, ValueError):
     """The data given to fit/evaluate does not have the structure a step needs."""
+
+
+class UnknownWrapperError(StepkitError, KeyError):
+    """No installed step wrapper has the requested name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class WrapperError(StepkitError, ValueError):
+    """A wrapper spec is malformed, or a wrapper cannot wrap this step."""
+
+
+class WrapperStackError(WrapperError):
+    """Two wrappers cannot be stacked, or not in the order given."""

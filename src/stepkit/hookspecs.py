@@ -38,3 +38,23 @@ def stepkit_register_steps(register: Callable[[type], None]) -> None:
         def stepkit_register_steps(register):
             register(MyStep)
     """
+
+
+# ---------------------------------------------------------------- wrappers
+
+
+@hookspec
+def stepkit_register_wrappers(register: Callable[[type], None]) -> None:
+    """Register the step wrapper classes this plugin provides.
+
+    Call ``register(WrapperClass)`` once for each :class:`stepkit.Wrapper`
+    subclass. Its ``name`` is what users pass to ``StepModel(wrappers=[...])``
+    and ``stepkit fit --wrap``; it must be unique among installed wrappers
+    (steps have their own names).
+
+    Example::
+
+        @stepkit.hookimpl
+        def stepkit_register_wrappers(register):
+            register(MyWrapper)
+    """

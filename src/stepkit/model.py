@@ -18,11 +18,13 @@ from stepkit.context import StepContext, missing_targets
 from stepkit.errors import StepDefinitionError
 from stepkit.host import ModelHost
 from stepkit.learning_rates import with_role_learning_rates
-from stepkit.registry import get_step
+from stepkit.registry import get_step, get_wrapper
 from stepkit.resume import with_resume
 from stepkit.rng import StepSeedGenerator
 from stepkit.step import Batch, Step
 from stepkit.trackers import MetricsMixin, StepTrackers
+from stepkit.wrapper import check_stack, make_wrapper
+from stepkit.wrapping import WrappedContext, run_call, run_step
 
 
 def _symbolic(v: Any) -> Any:
@@ -53,6 +55,11 @@ class StepModel(backend.StepTrainer, CompileMixin, MetricsMixin, keras.Model):
         config: an instance of the step's config class, or a mapping structured
             into it; omitted means the defaults.
         seed: seed of the model's random-number generator (noise in steps).
+        wrappers: step wrappers stacked over the step, outermost first: names
+            (``"sam"``), dicts (``{"name": "ema", "decay": 0.999, "roles":
+            ["generator"]}``) or :class:`stepkit.Wrapper` instances. ``stepkit
+            list`` shows the installed ones; :mod:`stepkit.wrapper` gives the
+            ordering rules.
         **kwargs: passed to ``keras.Model`` (``name``, ``dtype``...).
 
     Example::
@@ -68,12 +75,14 @@ class StepModel(backend.StepTrainer, CompileMixin, MetricsMixin, keras.Model):
     """
 
     def __init__(self, networks: Any = None, *, step: str = "supervised", config: Any = None,
-                 seed: int | None = None, **kwargs: Any) -> None:
+                 seed: int | None = None, wrappers: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         step_class: type[Step] = get_step(step)
         self.step = step_class(structure_config(step_class.config_class, config, step=step))
         self._seed = seed
-        self._ctx = StepContext(ModelHost(self))
+        self._wrappers = self._make_wrappers(wrappers)
+        host = ModelHost(self)
+        self._ctx = WrappedContext(host, self._wrappers) if self._wrappers else StepContext(host)
         self._networks = self._normalise_networks(networks)
         tracked = [n for n in step_class.tracked if n != "loss"]
         # only a step that tracks values of its own has the container (Keras' own
@@ -125,6 +134,22 @@ class StepModel(backend.StepTrainer, CompileMixin, MetricsMixin, keras.Model):
                     f"networks[{role!r}] must be a Keras model or layer. Received: {net!r}."
                 )
         return {r: networks[r] for r in roles if r in networks}
+
+    def _make_wrappers(self, specs: Any) -> tuple[Any, ...]:
+        if specs is None:
+            return ()
+        if isinstance(specs, str | Mapping) or not isinstance(specs, list | tuple):
+            specs = [specs]
+        made = [make_wrapper(spec, get_wrapper) for spec in specs]
+        for w in made:
+            w.bind(self.step)
+        check_stack(made)
+        return tuple(made)
+
+    @property
+    def wrappers(self) -> tuple[Any, ...]:
+        """The step's wrappers, outermost first (empty without wrappers)."""
+        return self._wrappers
 
     @property
     def networks(self) -> Mapping[str, Any]:
@@ -195,6 +220,8 @@ class StepModel(backend.StepTrainer, CompileMixin, MetricsMixin, keras.Model):
 
     def _prepare(self, batch: Batch) -> None:
         self.step.check_data(batch)
+        for w in self._wrappers:
+            w.check_data(batch)
         missing = [r for r in self.step.roles if r not in self._networks]
         if missing:
             made = dict(self.step.default_networks(batch, missing))
@@ -228,6 +255,8 @@ class StepModel(backend.StepTrainer, CompileMixin, MetricsMixin, keras.Model):
     def _finish_build(self) -> None:
         if not self.built:
             self.step.build_state(self._ctx)
+            for w in self._wrappers:
+                w.build_state(self._ctx)
             self.built = True
         if self.compiled:
             self._build_optimizers()
@@ -289,11 +318,11 @@ class StepModel(backend.StepTrainer, CompileMixin, MetricsMixin, keras.Model):
                 "builds them from the first batch of fit()/evaluate(), or from "
                 "model.build_from_data(batch). Pass them in `networks` to predict before that."
             )
-        return self.step.call(self._ctx, inputs, training=training)
+        return run_call(self._ctx, inputs, training)
 
     def _run(self, method: str, data: Any) -> dict[str, Any]:
         try:
-            result = getattr(self.step, method)(self._ctx, data)
+            result = run_step(self._ctx, method, data)
         except Exception as e:
             error = foreign_api_error(self.step, e, backend.BACKEND)
             if error is None:
@@ -378,6 +407,8 @@ class StepModel(backend.StepTrainer, CompileMixin, MetricsMixin, keras.Model):
                          for r, n in self.networks.items()},
             "seed": self._seed,
         })
+        if self._wrappers:
+            base["wrappers"] = [w.spec() for w in self._wrappers]
         return base
 
     @classmethod
@@ -388,4 +419,6 @@ class StepModel(backend.StepTrainer, CompileMixin, MetricsMixin, keras.Model):
         step = config.pop("step")
         step_config = config.pop("config", None)
         seed = config.pop("seed", None)
-        return cls(networks or None, step=step, config=step_config, seed=seed, **config)
+        wrappers = config.pop("wrappers", None)
+        return cls(networks or None, step=step, config=step_config, seed=seed,
+                   wrappers=wrappers, **config)

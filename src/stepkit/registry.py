@@ -26,10 +26,17 @@ import attrs
 import pluggy
 
 from stepkit import hookspecs
-from stepkit.errors import DuplicateStepError, PluginLoadError, UnknownStepError
+from stepkit.errors import (
+    DuplicateStepError,
+    PluginLoadError,
+    UnknownStepError,
+    UnknownWrapperError,
+)
 
 ENTRY_POINT_GROUP = "stepkit"
 BUILTIN_DISTRIBUTION = "stepkit"
+# stepkit's own plugins: its steps and its wrappers (entry points "builtin", "wrappers").
+BUILTIN_MODULES = ("stepkit.steps", "stepkit.wrappers")
 
 ENV_DISABLE_AUTOLOAD = "STEPKIT_DISABLE_PLUGIN_AUTOLOAD"
 ENV_ONLY = "STEPKIT_PLUGINS"
@@ -42,7 +49,8 @@ class StepInfo:
 
     Attributes:
         name: the step's name.
-        step_class: the :class:`~stepkit.Step` subclass.
+        step_class: the :class:`~stepkit.Step` subclass (for a wrapper: its
+            :class:`~stepkit.Wrapper` subclass).
         plugin: the entry point that loaded it (the one named after the step
             when several name its module), or the name given to
             :func:`register_plugin`.
@@ -99,7 +107,7 @@ def _is_builtin(ep: metadata.EntryPoint) -> bool:
     """Whether ``ep`` is stepkit's own entry point (installed, or from a source tree)."""
     dist, _ = _dist_of(ep)
     if dist is None:
-        return ep.value == "stepkit.steps"
+        return ep.value in BUILTIN_MODULES
     return _normalise(dist) == BUILTIN_DISTRIBUTION
 
 
@@ -126,6 +134,8 @@ class StepRegistry:
         self.strict = _flag(ENV_STRICT) if strict is None else strict
         self._steps: dict[str, StepInfo] = {}
         self._conflicts: dict[str, list[StepInfo]] = {}
+        self._wrappers: dict[str, StepInfo] = {}
+        self._wrapper_conflicts: dict[str, list[StepInfo]] = {}
         self._broken: list[BrokenPlugin] = []
         # pluggy name of each loaded plugin -> the entry points naming it, and its steps
         self._names: dict[str, tuple[str, ...]] = {}
@@ -150,7 +160,8 @@ class StepRegistry:
             if builtin or self._wanted(ep.name, dist):
                 chosen.append(ep)
         if not has_builtin:  # running from a source tree that is not installed
-            chosen.insert(0, metadata.EntryPoint("builtin", "stepkit.steps", ENTRY_POINT_GROUP))
+            chosen[:0] = [metadata.EntryPoint("builtin", "stepkit.steps", ENTRY_POINT_GROUP),
+                          metadata.EntryPoint("wrappers", "stepkit.wrappers", ENTRY_POINT_GROUP)]
         return chosen
 
     def _wanted(self, name: str, dist: str | None) -> bool:
@@ -170,7 +181,7 @@ class StepRegistry:
             self._pending.remove(e)
         names = tuple(e.name for e in group)
         dist, version = _dist_of(group[0])
-        if dist is None and ep.value == "stepkit.steps":
+        if dist is None and ep.value in BUILTIN_MODULES:
             dist, version = BUILTIN_DISTRIBUTION, _own_version()
         try:
             plugin = ep.load()
@@ -199,13 +210,18 @@ class StepRegistry:
     def _collect(self, plugin: object, names: tuple[str, ...], dist: str | None,
                  version: str | None) -> None:
         found: list[type] = []
-        impls = [i for i in self.pm.hook.stepkit_register_steps.get_hookimpls()
-                 if i.plugin is plugin]
+        wrappers: list[type] = []
+        hooks = ((self.pm.hook.stepkit_register_steps, found),
+                 (self.pm.hook.stepkit_register_wrappers, wrappers))
         try:
-            for impl in impls:
-                impl.function(register=found.append)
+            for hook, into in hooks:
+                for impl in hook.get_hookimpls():
+                    if impl.plugin is plugin:
+                        impl.function(register=into.append)
             for step_class in found:
                 _validate(step_class, names[0])
+            for wrapper_class in wrappers:
+                _validate_wrapper(wrapper_class, names[0])
         except Exception as exc:  # noqa: BLE001
             self._broken_plugin(names, dist, version, exc)
             return
@@ -214,6 +230,9 @@ class StepRegistry:
         self._provides[key] = [c.name for c in found]
         for step_class in found:
             self._add(self._info(step_class, names, dist, version))
+        for wrapper_class in wrappers:
+            self._add(self._info(wrapper_class, names, dist, version), self._wrappers,
+                      self._wrapper_conflicts)
 
     @staticmethod
     def _info(step_class: type, names: tuple[str, ...], dist: str | None,
@@ -238,12 +257,15 @@ class StepRegistry:
             raise PluginLoadError(message) from exc
         warnings.warn(message, RuntimeWarning, stacklevel=4)
 
-    def _add(self, info: StepInfo) -> None:
-        existing = self._steps.get(info.name)
+    def _add(self, info: StepInfo, into: dict | None = None, conflicts: dict | None = None,
+             ) -> None:
+        into = self._steps if into is None else into
+        conflicts = self._conflicts if conflicts is None else conflicts
+        existing = into.get(info.name)
         if existing is not None and existing.step_class is not info.step_class:
-            self._conflicts.setdefault(info.name, [existing]).append(info)
+            conflicts.setdefault(info.name, [existing]).append(info)
             return
-        self._steps[info.name] = info
+        into[info.name] = info
 
     def load_all(self) -> None:
         with self._lock:
@@ -280,6 +302,35 @@ class StepRegistry:
                 return self._steps[name].step_class
             raise UnknownStepError(self._unknown_message(name))
 
+    def get_wrapper(self, name: str) -> type:
+        """The wrapper class registered under ``name`` (loads every plugin if needed)."""
+        with self._lock:
+            if name not in self._wrappers:
+                for ep in [e for e in self._pending if _is_builtin(e)]:
+                    self._load(ep)
+            if name not in self._wrappers and not self._all_loaded:
+                self.load_all()
+            if name in self._wrapper_conflicts:
+                raise DuplicateStepError(
+                    _conflict_message(name, self._wrapper_conflicts[name], "Wrapper"))
+            if name in self._wrappers:
+                return self._wrappers[name].step_class
+            names = sorted(self._wrappers)
+            close = difflib.get_close_matches(str(name), names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UnknownWrapperError(
+                f"Unknown wrapper {name!r}.{hint} Available wrappers: "
+                f"{', '.join(names) or '(none)'}. Install the package that provides it, or "
+                "run `stepkit list`.")
+
+    def wrappers(self) -> list[StepInfo]:
+        self.load_all()
+        return sorted(self._wrappers.values(), key=lambda i: i.name)
+
+    def wrapper_conflicts(self) -> dict[str, list[StepInfo]]:
+        self.load_all()
+        return dict(self._wrapper_conflicts)
+
     def info(self, name: str) -> StepInfo:
         self.get(name)
         return self._steps[name]
@@ -310,10 +361,10 @@ class StepRegistry:
         )
 
 
-def _conflict_message(name: str, infos: list[StepInfo]) -> str:
+def _conflict_message(name: str, infos: list[StepInfo], kind: str = "Step") -> str:
     sources = " and ".join(f"{i.source} (plugin {i.plugin!r})" for i in infos)
     return (
-        f"Step name {name!r} is registered by more than one plugin: {sources}. "
+        f"{kind} name {name!r} is registered by more than one plugin: {sources}. "
         f"Uninstall one of them, or limit loading with {ENV_ONLY}=<plugin>."
     )
 
@@ -327,6 +378,17 @@ def _validate(step_class: type, plugin: str) -> None:
             "stepkit.Step. Register step classes, not instances or functions."
         )
     step_class.check_definition()
+
+
+def _validate_wrapper(wrapper_class: type, plugin: str) -> None:
+    from stepkit.wrapper import Wrapper
+
+    if not (isinstance(wrapper_class, type) and issubclass(wrapper_class, Wrapper)):
+        raise TypeError(
+            f"Plugin {plugin!r} registered wrapper {wrapper_class!r}, which is not a subclass "
+            "of stepkit.Wrapper. Register wrapper classes, not instances or functions."
+        )
+    wrapper_class.check_definition()
 
 
 def _own_version() -> str | None:
@@ -374,6 +436,23 @@ def get_step(name: str) -> type:
     if not isinstance(name, str):
         raise TypeError(f"A step name must be a string. Received: step={name!r}.")
     return registry().get(name)
+
+
+def get_wrapper(name: str) -> type:
+    """Return the wrapper class registered under ``name``.
+
+    Raises:
+        UnknownWrapperError: no installed wrapper has that name (the message lists them).
+        DuplicateStepError: two plugins register that wrapper name.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"A wrapper name must be a string. Received: {name!r}.")
+    return registry().get_wrapper(name)
+
+
+def list_wrappers() -> list[StepInfo]:
+    """Every available wrapper, sorted by name, with the plugin that provides it."""
+    return registry().wrappers()
 
 
 def list_steps() -> list[StepInfo]:

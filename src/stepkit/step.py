@@ -62,7 +62,7 @@ _RESERVED_ROLES = frozenset({
     "stop_training", "name", "dtype", "built", "trainable", "jit_compile", "run_eagerly",
     "steps_per_execution",
     # StepModel's own public attributes beyond keras.Model's (a test pins this list)
-    "build_from_data",
+    "build_from_data", "wrappers",
 })
 
 

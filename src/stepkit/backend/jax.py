@@ -253,7 +253,18 @@ class StepTrainer(PythonLoopTrainer):
 
     def _get_jax_state(self, *args: Any, **kwargs: Any) -> Any:
         with self._every_optimizer():
-            return super()._get_jax_state(*args, **kwargs)
+            state = super()._get_jax_state(*args, **kwargs)
+        # fit donates the state's buffers: two variables holding one array (after
+        # `shadow.assign(var)`, say) would be donated twice, which XLA refuses.
+        seen: set[int] = set()
+
+        def unique(value: Any) -> Any:
+            if id(value) in seen:
+                return jnp.copy(value)
+            seen.add(id(value))
+            return value
+
+        return tuple([unique(v) for v in group] for group in state)
 
     def jax_state_sync(self) -> None:
         with self._every_optimizer():

@@ -95,7 +95,9 @@ def test_done_block_lists_every_output_with_final_figures(gan_run):
     assert f"stepkit: done after 2 epochs in {out}" in text
     records = json.loads((out / "history.json").read_text())
     train = re.search(r"^  train +(.*)$", text, re.M).group(1)
-    assert train == f"d_loss {records[-1]['d_loss']:.4g}, g_loss {records[-1]['g_loss']:.4g}"
+    r = records[-1]  # the gan's losses, then the sample quality the CLI logs each epoch
+    assert train == (f"d_loss {r['d_loss']:.4g}, g_loss {r['g_loss']:.4g}, fid {r['fid']:.4g}, "
+                     f"kid {r['kid']:.4g}")
     for path in ("run.json", "model.keras", "history.csv", "loss.png",
                  "samples/epoch-002.png", "samples/progress.gif"):
         assert str(out / path) in text, path

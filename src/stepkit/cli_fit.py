@@ -179,7 +179,8 @@ def _build_model(step_class: type, name: str, config: Any, preset: dict[str, Any
                          "StepModel(networks=...).")
 
     def make_model() -> Any:
-        return StepModel(networks, step=name, config=config, seed=settings["seed"])
+        return StepModel(networks, step=name, config=config, seed=settings["seed"],
+                         wrappers=settings.get("wrappers") or None)
 
     model = make_model()
     model.compile(loss=preset.get("loss"), metrics=preset.get("metrics"),
@@ -206,7 +207,8 @@ def _train(model: Any, step_class: type, preset: dict[str, Any], settings: dict[
 
     out.mkdir(parents=True, exist_ok=True)
     run = {k: settings[k] for k in RUN_KEYS if k != "config"}
-    run.update(out=str(out), config=unstructure_config(model.step.config))
+    run.update(out=str(out), config=unstructure_config(model.step.config),
+               wrappers=[w.spec() for w in model.wrappers])
     (out / "run.json").write_text(json.dumps(run, indent=2))
 
     stop = StopOnInterrupt()
@@ -222,8 +224,16 @@ def _train(model: Any, step_class: type, preset: dict[str, Any], settings: dict[
     generative = is_generative(step_class)
     if generative:
         callbacks.insert(2, SampleGrid(out / "samples", label="epoch {epoch}"))
+    if generative and settings["data"] in (None, "", "digits") and data.x.ndim == 4:
+        from stepkit.metrics import SampleQuality  # fid, kid: before HistoryFiles/TensorBoard
+
+        callbacks.insert(1, SampleQuality(data.x, n_samples=500, seed=0))
     checking = (f"validating on {len(val[0])} of them" if val else "no validation")
     epochs = f"{settings['epochs']} epoch{'s' if settings['epochs'] != 1 else ''}"
+    if model.wrappers:
+        from stepkit.wrapper import stack_order
+
+        epochs += f", wrapped in {stack_order(model.wrappers)}"
     print(f"stepkit: training step {settings['step']!r} for {epochs} on "
           f"{data.describe()}\n         seed {settings['seed']} (--seed N to change), batch "
           f"size {settings['batch_size']}, {checking}; writing to {out}", flush=True)

@@ -21,6 +21,8 @@ ON_EVERY_BACKEND = {
     "test_keras_suite.py": "Keras' own trainer/model/callback tests through StepModel",
     "test_backend_torch_grad_layout.py": "torch gradient layout (skipped elsewhere)",
     "test_wrapper_core.py": "the wrapper contract: order, roles, saved state, errors",
+    "test_wrappers_sam_ema.py": "sam/ema vs hand-written SAM steps and Keras' use_ema "
+                                "(replicas: tensorflow_only)",
 }
 
 # What only TensorFlow has.

@@ -28,6 +28,7 @@ if BACKEND not in SUPPORTED:
 _impl = importlib.import_module(f"stepkit.backend.{BACKEND}")
 
 StepTrainer = _impl.StepTrainer
+all_reduce_sum = _impl.all_reduce_sum
 apply_gradients = _impl.apply_gradients
 cond = _impl.cond
 dataset_spec = _impl.dataset_spec
@@ -45,6 +46,7 @@ __all__ = [
     "BACKEND",
     "SUPPORTED",
     "StepTrainer",
+    "all_reduce_sum",
     "apply_gradients",
     "cond",
     "dataset_spec",

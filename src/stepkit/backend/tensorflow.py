@@ -14,6 +14,14 @@ def num_replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def all_reduce_sum(values: Any) -> list[Any]:
+    """``values`` summed over the replicas of the current step (unchanged outside one)."""
+    replica = tf.distribute.get_replica_context()
+    if replica is None or tf.distribute.get_strategy().num_replicas_in_sync == 1:
+        return list(values)
+    return replica.all_reduce(tf.distribute.ReduceOp.SUM, list(values))
+
+
 def replica_id() -> tf.Tensor:
     """This replica's index in its sync group, as an int32 tensor."""
     ctx = tf.distribute.get_replica_context()

@@ -23,6 +23,11 @@ ON_EVERY_BACKEND = {
     "test_wrapper_core.py": "the wrapper contract: order, roles, saved state, errors",
     "test_wrappers_sam_ema.py": "sam/ema vs hand-written SAM steps and Keras' use_ema "
                                 "(replicas: tensorflow_only)",
+    "test_wrappers_accumulate.py": "accumulate equals the N-times larger batch (schedule, XLA, "
+                                   "replicas, Keras' option, resume and stacks are "
+                                   "tensorflow_only for CI time)",
+    "test_wrappers_data.py": "adversarial and mixup vs hand-written attacks and mixed one-hot "
+                             "targets (hand-written train_steps are tensorflow_only)",
 }
 
 # What only TensorFlow has.
@@ -44,7 +49,8 @@ BACKEND_INDEPENDENT = {
     "test_cli.py", "test_cli_errors.py", "test_cli_list.py", "test_cli_output.py",
     "test_cli_supervised.py", "test_registry.py", "test_plugins_installed.py", "test_docs.py",
     "test_docs_snippets.py", "test_data.py", "test_bench_smoke.py",
-    "test_bench_backends_smoke.py", "test_pytest_option.py", "test_keras_private_api.py",
+    "test_bench_backends_smoke.py", "test_bench_wrappers_smoke.py", "test_pytest_option.py",
+    "test_keras_private_api.py",
     "test_backend_scope.py",
 }
 
@@ -65,6 +71,8 @@ TENSORFLOW_IN_CI_FOR_TIME = {
     "test_kit_generic.py": "the kit's generic samples",
     "test_kit_structured.py": "the kit on structured data",
     "test_kit_xfail.py": "the kit's xfail reporting",
+    "test_kit_wrapped.py": "the kit on wrapped steps; its child-process checks take most of "
+                           "a minute",
     "test_metrics_generative.py": "FID/KID are numpy over Keras features (15 pass on JAX and "
                                   "torch by hand)",
 }

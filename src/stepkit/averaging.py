@@ -69,11 +69,15 @@ class Averages:
                 the variable (decay 0), Keras' ``use_ema`` convention for the
                 optimizer's first iteration.
         """
+        if first_step is not None:  # once per update, not once per variable
+            decay = ops.where(first_step, 0.0, ops.cast(decay, "float32"))
+        by_dtype: dict[str, Any] = {}
         for var, shadow in zip(self.variables, self.shadows, strict=True):
-            d = ops.cast(decay, shadow.dtype)
-            if first_step is not None:
-                d = ops.where(first_step, ops.zeros_like(d), d)
-            shadow.assign(d * shadow.value + (1 - d) * ops.cast(var.value, shadow.dtype))
+            if shadow.dtype not in by_dtype:
+                by_dtype[shadow.dtype] = ops.cast(decay, shadow.dtype)
+            d = by_dtype[shadow.dtype]
+            value = var.value if var.dtype == shadow.dtype else ops.cast(var.value, shadow.dtype)
+            shadow.assign(d * shadow.value + (1 - d) * value)
 
     def _mapping(self, others: Sequence[Any]) -> list[tuple[Any, Any]]:
         pairs = [(v, s.value) for v, s in zip(self.variables, self.shadows, strict=True)]

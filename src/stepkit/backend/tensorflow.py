@@ -15,11 +15,18 @@ def num_replicas() -> int:
 
 
 def all_reduce_sum(values: Any) -> list[Any]:
-    """``values`` summed over the replicas of the current step (unchanged outside one)."""
+    """``values`` summed over the replicas of the current step (unchanged outside one).
+
+    None entries (a variable without gradient) stay None. Losses are already
+    divided by the number of replicas, so summed gradients are the global batch's.
+    """
+    values = list(values)
     replica = tf.distribute.get_replica_context()
-    if replica is None or tf.distribute.get_strategy().num_replicas_in_sync == 1:
-        return list(values)
-    return replica.all_reduce(tf.distribute.ReduceOp.SUM, list(values))
+    present = [v for v in values if v is not None]
+    if replica is None or tf.distribute.get_strategy().num_replicas_in_sync == 1 or not present:
+        return values
+    summed = iter(replica.all_reduce(tf.distribute.ReduceOp.SUM, present))
+    return [None if v is None else next(summed) for v in values]
 
 
 def replica_id() -> tf.Tensor:

@@ -21,11 +21,13 @@ mid-epoch and resumed with ``BackupAndRestore`` against an uninterrupted one
 TensorFlow, JAX and torch, each backend other than this process' in a child
 process (:mod:`stepkit.testing.backends`); checks a backend cannot run are
 skipped with the reason, and a failure on a backend names its likely cause
-(:mod:`stepkit.testing.diagnose`). The
+(:mod:`stepkit.testing.diagnose`). ``wrappers=`` checks the step under a
+stack of step wrappers, in every model and child process. The
 pytest plugin also offers the ``stepkit_conformance`` fixture, which is
 :func:`run_conformance`, and ``pytest --stepkit-step NAME``, which checks an
 installed step on a generic sample of its data kind
-(:mod:`stepkit.testing.generic`), on the backends ``--stepkit-backend`` names.
+(:mod:`stepkit.testing.generic`), on the backends ``--stepkit-backend`` names,
+under the wrappers ``--stepkit-wrap`` stacks.
 Importing this package does not import
 TensorFlow.
 """
@@ -59,27 +61,35 @@ def __getattr__(name: str) -> Any:
 
 
 def run_conformance(step: str, sample: Any, networks: Any = None, config: Any = None,
-                    checks: Any = None, *, compile: Any = None,
-                    backend: str | None = None) -> dict[str, dict]:
+                    checks: Any = None, *, compile: Any = None, backend: str | None = None,
+                    wrappers: Any = None) -> dict[str, dict]:
     """Run the conformance checks on ``step``; see :mod:`stepkit.testing.checks`.
 
     ``backend`` runs them on that Keras backend, in a child process when it is not
     this process' one. A check that cannot run there reports ``{"skipped": reason}``.
+    ``wrappers`` checks the step under that wrapper stack (what
+    ``StepModel(wrappers=...)`` takes, outermost first): every model of every
+    check, child processes included, is built with it, and a failure's message
+    names the stack (``step 'gan' wrapped in ema > sam``).
 
     Example::
 
         report = run_conformance("vae", Sample(x[:40]), checks=["fit", "save_load"])
         report = run_conformance("vae", Sample(x[:40]), checks=["fit"], backend="jax")
+        report = run_conformance("vae", Sample(x[:40]), checks=["resume"],
+                                 wrappers=[{"name": "lookahead", "k": 2}])
     """
     from stepkit.testing.checks import run_conformance as run
 
     __tracebackhide__ = True  # pytest shows the check's message, not the kit's frames
-    return run(step, sample, networks, config, checks, compile=compile, backend=backend)
+    return run(step, sample, networks, config, checks, compile=compile, backend=backend,
+               wrappers=wrappers)
 
 
 def conformance_tests(step: str, sample: Any, networks: Any = None, config: Any = None, *,
                       compile: Any = None, checks: Any = None, skip: Any = (),
-                      xfail: Any = None, backends: Any = None) -> dict[str, Any]:
+                      xfail: Any = None, backends: Any = None,
+                      wrappers: Any = None) -> dict[str, Any]:
     """pytest test functions ``test_conformance_<check>``, one per check, per backend.
 
     Put them in a test module with ``globals().update(conformance_tests(...))``.
@@ -99,18 +109,29 @@ def conformance_tests(step: str, sample: Any, networks: Any = None, config: Any 
     is removed. A key ``"check[backend]"`` in ``skip`` or ``xfail`` applies to
     that backend only.
 
+    ``wrappers`` checks the step under a wrapper stack, as :func:`run_conformance`
+    does; the tests are then named after it, ``test_conformance_<check>_wrapped_
+    <names>`` (``test_conformance_resume_wrapped_lookahead_ema[tensorflow]``), so
+    one module can hold the bare step's tests and a wrapped one's.
+
     Example::
 
         globals().update(conformance_tests(
             "vae", sample=make_sample, skip=["jit_compile"], backends="all",
             xfail={"multiworker": "hangs on 2 workers, issue 7",
                    "save_load[torch]": ("custom layer not registered", TypeError)}))
+        globals().update(conformance_tests(
+            "vae", sample=make_sample, checks=["save_load", "resume"], wrappers=["lookahead"]))
     """
     import pytest
 
+    from stepkit.testing._wrappers import as_specs, stack_label, stack_slug
     from stepkit.testing.backends import resolve_backends
 
     chosen = resolve_backends(backends)
+    stack = as_specs(wrappers)
+    suffix = f"_wrapped_{stack_slug(stack)}" if stack else ""
+    what = f"step {step!r}" + (f" wrapped in {stack_label(stack)}" if stack else "")
     marks = {_key(k, "xfail"): _xfail_mark(k, v) for k, v in dict(xfail or {}).items()}
     skipped = {_key(k, "skip") for k in ([skip] if isinstance(skip, str) else skip)}
     names = [n for n in (CHECK_NAMES if checks is None else checks) if (n, None) not in skipped]
@@ -126,14 +147,14 @@ def conformance_tests(step: str, sample: Any, networks: Any = None, config: Any 
                   for b in chosen if (name, b) not in skipped]
 
         def test(keras_backend: str) -> None:
-            _run_test(step, sample, networks, config, name, compile, keras_backend)
+            _run_test(step, sample, networks, config, name, compile, keras_backend, stack)
 
-        test.__name__ = f"test_conformance_{name}"
+        test.__name__ = f"test_conformance_{name}{suffix}"
         test.__qualname__ = test.__name__
-        test.__doc__ = f"stepkit conformance check {name!r} on step {step!r}."
+        test.__doc__ = f"stepkit conformance check {name!r} on {what}."
         return pytest.mark.parametrize("keras_backend", params)(test) if params else None
 
-    tests = {f"test_conformance_{n}": make(n) for n in names}
+    tests = {f"test_conformance_{n}{suffix}": make(n) for n in names}
     return {k: t for k, t in tests.items() if t is not None}
 
 
@@ -150,7 +171,7 @@ def _key(key: Any, option: str) -> tuple[str, str | None]:
 
 
 def _run_test(step: str, sample: Any, networks: Any, config: Any, name: str, compile: Any,
-              backend: str) -> None:
+              backend: str, wrappers: Any = ()) -> None:
     import pytest
 
     from stepkit.testing.backends import skip_reason
@@ -160,7 +181,7 @@ def _run_test(step: str, sample: Any, networks: Any, config: Any, name: str, com
     if reason:  # known without starting a child process
         pytest.skip(reason)
     report = run_conformance(step, sample, networks, config, [name], compile=compile,
-                             backend=backend)
+                             backend=backend, wrappers=list(wrappers) or None)
     if set(report[name]) == {"skipped"}:
         pytest.skip(report[name]["skipped"])
 

@@ -3,8 +3,9 @@
 Run as ``KERAS_BACKEND=jax python -m stepkit.testing._backend_child WORKDIR``
 (see :func:`stepkit.testing.backends.run_in_backend`). ``WORKDIR/payload.pkl``
 holds the step name, the sample (or ``generic``: take the step's generic
-sample), ``networks``, ``config``, ``compile``, the checks and, for a step
-registered by hand, its class's import path. The outcome goes to
+sample), ``networks``, ``config``, ``compile``, ``wrappers`` (specs), the
+checks and, for a step or wrappers registered by hand, their classes' import
+paths. The outcome goes to
 ``WORKDIR/result.pkl``: ``status`` is ``"ok"`` (with ``report``), ``"failed"``
 (a ConformanceError's ``message``) or ``"error"`` (any other exception's
 ``type``, ``message`` and ``traceback``).
@@ -21,23 +22,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _run(payload: dict) -> dict:
+    from stepkit.testing._child import register_classes
     from stepkit.testing.checks import run_conformance
 
-    if payload["step_class"]:
-        from stepkit.testing._child import register_class_path
-
-        register_class_path(payload["step_class"])
+    register_classes(payload["step_class"], payload["wrapper_classes"])
     sample, extra = payload["sample"], {}
     if payload["generic"]:
         from stepkit.testing.generic import NoGenericSample, generic_case
 
         try:
-            case = generic_case(payload["step"])
+            case = generic_case(payload["step"], payload["wrappers"])
         except NoGenericSample as exc:
             return {"_generic": {"none": str(exc)}}
         sample, extra = case["sample"], {"_generic": case["data"]}
     report = run_conformance(payload["step"], sample, payload["networks"], payload["config"],
-                             payload["checks"], compile=payload["compile"])
+                             payload["checks"], compile=payload["compile"],
+                             wrappers=payload["wrappers"])
     return {**report, **extra}
 
 

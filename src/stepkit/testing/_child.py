@@ -3,22 +3,45 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 
 import stepkit
 
 
-def register_class_path(class_path: str) -> None:
-    """Import a hand-registered step class (``module:qualname``) and register it here too."""
+def _import(class_path: str) -> type:
     module, _, qualname = class_path.partition(":")
-    step_class = importlib.import_module(module)
+    cls = importlib.import_module(module)
     for part in qualname.split("."):
-        step_class = getattr(step_class, part)
-    if step_class.name in {info.name for info in stepkit.list_steps()}:
-        return  # registered already: this process is the one that registered it
+        cls = getattr(cls, part)
+    return cls
+
+
+def register_class_path(class_path: str) -> None:
+    """Import a hand-registered step or wrapper class (``module:qualname``); register it here.
+
+    Nothing is registered when a class of that name is registered already (this
+    process is the one that registered it).
+    """
+    cls = _import(class_path)
+    is_wrapper = issubclass(cls, stepkit.Wrapper)
+    known = stepkit.list_wrappers() if is_wrapper else stepkit.list_steps()
+    if cls.name in {info.name for info in known}:
+        return
 
     class Plugin:
-        @stepkit.hookimpl
-        def stepkit_register_steps(self, register):
-            register(step_class)
+        if is_wrapper:
+            @stepkit.hookimpl
+            def stepkit_register_wrappers(self, register):
+                register(cls)
+        else:
+            @stepkit.hookimpl
+            def stepkit_register_steps(self, register):
+                register(cls)
 
     stepkit.register_plugin(Plugin(), name=f"conformance-child:{class_path}")
+
+
+def register_classes(step_class: str | None, wrapper_classes: Iterable[str] = ()) -> None:
+    """Register the case's hand-registered step and wrappers (``None`` / empty: installed)."""
+    for path in [*([step_class] if step_class else []), *wrapper_classes]:
+        register_class_path(path)

@@ -10,22 +10,25 @@ from typing import Any
 import keras
 import numpy as np
 
-from stepkit.testing._harness import Case, fail, step_class_path
+from stepkit.testing._harness import Case, fail, step_class_path, wrapper_classes
 
 
 def write_case(case: Case, tmp: str, check: str, **extra: Any) -> Any:
     """Save ``case``'s untrained model and its sample into ``tmp`` for a child process.
 
-    The child rebuilds the model from ``model.keras`` and the data from
-    ``sample.pkl`` (NumPy arrays, batch size, ``extra`` settings and, for a
-    step registered by hand, its class path). Returns the saved model.
+    The child rebuilds the model from ``model.keras`` (which stores the wrapper
+    specs) and the data from ``sample.pkl`` (NumPy arrays, batch size, ``extra``
+    settings and, for a step or wrappers registered by hand, their class paths:
+    ``step_class``, ``wrapper_classes``). Returns the saved model.
     """
     step_class = step_class_path(case, check)
+    wrappers = wrapper_classes(case, check)
     model = case.model()
     s = case.sample
     sample = {"x": keras.tree.map_structure(np.asarray, s.x),
               "y": None if s.y is None else keras.tree.map_structure(np.asarray, s.y),
-              "batch_size": s.batch_size, "step_class": step_class, **extra}
+              "batch_size": s.batch_size, "step_class": step_class,
+              "wrapper_classes": wrappers, **extra}
     try:
         model.save(os.path.join(tmp, "model.keras"))
     except Exception as exc:

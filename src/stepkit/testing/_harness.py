@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 import stepkit
+from stepkit.testing._wrappers import as_specs, rebuildable, stack_label, wrapper_class_paths
 
 TOL = 1e-5
 
@@ -83,11 +84,13 @@ def as_sample(sample: Any) -> Sample:
 
 @attrs.define
 class Case:
-    """One step under test: its name, sample, networks, config and compile arguments.
+    """One step under test: its name, sample, networks, config, compile arguments, wrappers.
 
     ``networks`` and ``compile`` are zero-argument callables (or None), because
     every check builds fresh networks and optimizers; ``compile`` may also be a
-    dict without optimizer instances.
+    dict without optimizer instances. ``wrappers`` is the stack of wrapper specs
+    (names or dicts, outermost first) every model of the case is built with
+    (:mod:`stepkit.testing._wrappers`).
     """
 
     step: str
@@ -97,16 +100,24 @@ class Case:
     compile: Callable[[], Mapping[str, Any]] | Mapping[str, Any] | None = None
     seed: int = 0
     epochs: int = 2
+    wrappers: tuple[Any, ...] = ()
 
     @classmethod
     def make(cls, step: str, sample: Any, networks: Any = None, config: Any = None,
-             compile: Any = None, **kw: Any) -> Case:
+             compile: Any = None, *, wrappers: Any = None, **kw: Any) -> Case:
         if networks is not None and not callable(networks):
             raise TypeError(
                 "`networks` must be a zero-argument callable returning fresh networks (each "
                 f"check trains its own model). Received: {networks!r}."
             )
-        return cls(step, as_sample(sample), networks, config, compile, **kw)
+        specs = rebuildable(as_specs(wrappers))
+        return cls(step, as_sample(sample), networks, config, compile, wrappers=specs, **kw)
+
+    @property
+    def label(self) -> str:
+        """``step 'gan'``, or ``step 'gan' wrapped in ema > sam`` (outermost first)."""
+        stack = stack_label(self.wrappers)
+        return f"step {self.step!r}" + (f" wrapped in {stack}" if stack else "")
 
     def compile_kwargs(self) -> dict[str, Any]:
         if self.compile is None:
@@ -117,7 +128,8 @@ class Case:
         """A fresh model: same seeds, so two calls give the same weights and noise."""
         keras.utils.set_random_seed(self.seed)
         nets = self.networks() if self.networks is not None else None
-        model = stepkit.StepModel(nets, step=self.step, config=self.config, seed=self.seed)
+        model = stepkit.StepModel(nets, step=self.step, config=self.config, seed=self.seed,
+                                  wrappers=list(self.wrappers) or None)
         model.compile(**{**self.compile_kwargs(), **compile_overrides})
         # Build now, so that default networks take their weights from this seed
         # (not from whatever the global generator holds when fit() starts).
@@ -136,21 +148,20 @@ class Case:
 
 
 def as_check(fn: Callable[[Case], dict]) -> Callable[..., dict]:
-    """A check ``fn(case)`` as ``check(step, sample, *, networks, config, compile)``."""
+    """A check ``fn(case)`` as ``check(step, sample, *, networks, config, compile, wrappers)``."""
 
     @functools.wraps(fn)
     def run(step: str, sample: Any, *, networks: Any = None, config: Any = None,
-            compile: Any = None, **kw: Any) -> dict:
-        return fn(Case.make(step, sample, networks, config, compile, **kw))
+            compile: Any = None, wrappers: Any = None, **kw: Any) -> dict:
+        return fn(Case.make(step, sample, networks, config, compile, wrappers=wrappers, **kw))
 
     run.case_fn = fn
     return run
 
 
 def fail(check: str, case: Case, message: str) -> None:
-    """Raise ConformanceError ``[check] step 'name' on <backend>: message``."""
-    raise ConformanceError(f"[{check}] step {case.step!r} on {keras.backend.backend()}: "
-                           f"{message}")
+    """Raise ConformanceError ``[check] step 'name' [wrapped in a > b] on <backend>: message``."""
+    raise ConformanceError(f"[{check}] {case.label} on {keras.backend.backend()}: {message}")
 
 
 def expected_names(model: stepkit.StepModel) -> set[str]:
@@ -224,6 +235,14 @@ def step_class_path(case: Case, check: str) -> str | None:
     """
     try:
         return class_path(case.step)
+    except ValueError as exc:
+        fail(check, case, str(exc))
+
+
+def wrapper_classes(case: Case, check: str) -> list[str]:
+    """``module:qualname`` of each hand-registered wrapper of the case, for a child process."""
+    try:
+        return wrapper_class_paths(case.wrappers)
     except ValueError as exc:
         fail(check, case, str(exc))
 

@@ -18,15 +18,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import stepkit  # noqa: E402
-from stepkit.testing._child import register_class_path  # noqa: E402
+from stepkit.testing._child import register_classes  # noqa: E402
 
 
 def main(workdir: str, run: str) -> None:
     index = int(os.environ.get("STEPKIT_WORKER_INDEX", "0"))
     with open(os.path.join(workdir, "sample.pkl"), "rb") as f:
         sample = pickle.load(f)
-    if sample["step_class"]:
-        register_class_path(sample["step_class"])
+    register_classes(sample["step_class"], sample["wrapper_classes"])
     if "TF_CONFIG" in os.environ:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:

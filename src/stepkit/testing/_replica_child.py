@@ -22,7 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import stepkit  # noqa: E402
-from stepkit.testing._child import register_class_path  # noqa: E402
+from stepkit.testing._child import register_classes  # noqa: E402
 
 
 def _train(path: str, sample: dict, strategy, weights: str, reseed: bool = False) -> dict:
@@ -46,8 +46,7 @@ def main(workdir: str) -> None:
     path = os.path.join(workdir, "model.keras")
     with open(os.path.join(workdir, "sample.pkl"), "rb") as f:
         sample = pickle.load(f)
-    if sample["step_class"]:
-        register_class_path(sample["step_class"])
+    register_classes(sample["step_class"], sample["wrapper_classes"])
     one = tf.distribute.OneDeviceStrategy("/cpu:0")
     two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     out = {"replicas": two.num_replicas_in_sync}

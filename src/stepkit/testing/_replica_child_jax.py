@@ -24,7 +24,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import stepkit  # noqa: E402
-from stepkit.testing._child import register_class_path  # noqa: E402
+from stepkit.testing._child import register_classes  # noqa: E402
 
 
 def _train(path: str, sample: dict, distribution, weights: str) -> dict:
@@ -48,8 +48,7 @@ def main(workdir: str) -> None:
     path = os.path.join(workdir, "model.keras")
     with open(os.path.join(workdir, "sample.pkl"), "rb") as f:
         sample = pickle.load(f)
-    if sample["step_class"]:
-        register_class_path(sample["step_class"])
+    register_classes(sample["step_class"], sample["wrapper_classes"])
     devices = jax.devices("cpu")
     out = {"replicas": len(devices[:2])}
     runs = [("one", None), ("two", keras.distribution.DataParallel(devices=devices[:2]))]

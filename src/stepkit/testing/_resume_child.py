@@ -26,7 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import stepkit  # noqa: E402
-from stepkit.testing._child import register_class_path  # noqa: E402
+from stepkit.testing._child import register_classes  # noqa: E402
 
 #: The epoch index and batch after which the victim stalls (the middle of epoch 3 of 5).
 STALL_EPOCH, STALL_BATCH = 2, 1
@@ -62,8 +62,7 @@ class _Start(keras.callbacks.Callback):
 def main(workdir: str, run: str) -> None:
     with open(os.path.join(workdir, "sample.pkl"), "rb") as f:
         sample = pickle.load(f)
-    if sample["step_class"]:
-        register_class_path(sample["step_class"])
+    register_classes(sample["step_class"], sample["wrapper_classes"])
     model = stepkit.load_model(os.path.join(workdir, "model.keras"))
     backup = os.path.join(workdir, "backup")
     start = _Start()

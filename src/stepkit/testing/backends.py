@@ -3,10 +3,11 @@
 Keras' backend is fixed when ``keras`` is first imported, so a check on a
 backend other than this process' runs in a child interpreter with
 ``KERAS_BACKEND`` set (:mod:`stepkit.testing._backend_child`):
-:func:`run_in_backend` sends it the step name, the sample, the ``networks``
-and ``compile`` callables (pickled with ``cloudpickle`` when it is installed,
-so lambdas and local functions travel too) and, for a step registered by hand,
-its class's import path; the child sends back the report, or the failure.
+:func:`run_in_backend` sends it the step name, the sample, the wrapper specs,
+the ``networks`` and ``compile`` callables (pickled with ``cloudpickle`` when it
+is installed, so lambdas and local functions travel too) and, for a step or
+wrappers registered by hand, their classes' import paths; the child sends back
+the report, or the failure.
 
 Some checks cannot run on some backends (:data:`SKIPS`); they are skipped,
 each with its reason. Importing this module does not import Keras.
@@ -130,28 +131,40 @@ def _dumps(payload: dict[str, Any]) -> bytes:
 
 def run_in_backend(backend: str, step: str, sample: Any = None, networks: Any = None,
                    config: Any = None, checks: Any = None, *, compile: Any = None,
-                   generic: bool = False) -> dict[str, Any]:
+                   generic: bool = False, wrappers: Any = None) -> dict[str, Any]:
     """Run ``checks`` on ``step`` in a child interpreter with ``KERAS_BACKEND=backend``.
 
     Returns :func:`stepkit.testing.checks.run_conformance`'s report (a skipped
     check's entry is ``{"skipped": reason}``); with ``generic=True`` the child
     takes the step's generic sample (:mod:`stepkit.testing.generic`) and the
     report has ``"_generic"``: the sample's description, or ``{"none": why}``.
+    ``wrappers`` (names, dicts or registered :class:`stepkit.Wrapper` instances,
+    outermost first) are sent as specs; a wrapper registered by hand is imported
+    there by its class path.
     Raises what the check raised there: :class:`ConformanceError` with the
     child's message, or an exception of the same type when it can be rebuilt.
     """
     from stepkit.testing._harness import ConformanceError, class_path
+    from stepkit.testing._wrappers import (
+        as_specs,
+        rebuildable,
+        stack_label,
+        wrapper_class_paths,
+    )
 
     __tracebackhide__ = True
     names = list(checks) if checks is not None else None
-    label = f"[{'/'.join(names or ['all'])}] step {step!r} on {backend}"
+    specs = rebuildable(as_specs(wrappers))
+    stepped = f"step {step!r}" + (f" wrapped in {stack_label(specs)}" if specs else "")
+    label = f"[{'/'.join(names or ['all'])}] {stepped} on {backend}"
     try:
-        path = class_path(step)
+        path, wrapper_paths = class_path(step), wrapper_class_paths(specs)
     except ValueError as exc:
         raise ConformanceError(f"{label}: {exc}") from None
     payload = {"step": step, "sample": sample, "networks": networks, "config": config,
-               "compile": compile, "checks": names, "generic": generic, "step_class": path}
-    what = f"the {backend} child process checking step {step!r}"
+               "compile": compile, "checks": names, "generic": generic, "step_class": path,
+               "wrappers": list(specs), "wrapper_classes": wrapper_paths}
+    what = f"the {backend} child process checking {stepped}"
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "payload.pkl"), "wb") as f:
             f.write(_dumps(payload))

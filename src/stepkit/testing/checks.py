@@ -1,10 +1,12 @@
 """The conformance checks: one function per check, each raising :class:`ConformanceError`.
 
 Every check has the signature ``check_x(step, sample, *, networks=None,
-config=None, compile=None)`` and returns a dict of what it measured. ``step``
+config=None, compile=None, wrappers=None)`` and returns a dict of what it
+measured. ``step``
 is a registered step name, ``sample`` a :class:`~stepkit.testing.Sample` (or
 ``x``, ``(x, y)`` or a callable returning one), ``networks`` and ``compile``
-zero-argument callables giving fresh networks and ``compile()`` arguments.
+zero-argument callables giving fresh networks and ``compile()`` arguments,
+``wrappers`` the wrapper stack every model is built with.
 
 Example::
 
@@ -17,11 +19,6 @@ Example::
 from __future__ import annotations
 
 import json
-import os
-import pickle
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +27,6 @@ import numpy as np
 
 import stepkit
 from stepkit.config import structure_config, unstructure_config
-from stepkit.testing._children import child_env
 from stepkit.testing._harness import (
     Case,
     ConformanceError,
@@ -39,8 +35,6 @@ from stepkit.testing._harness import (
     compare_histories,
     expected_names,
     fail,
-    iterations,
-    step_class_path,
 )
 from stepkit.testing.backends import resolve_backends, run_in_backend, skip_reason
 from stepkit.testing.execution import (
@@ -52,6 +46,7 @@ from stepkit.testing.multiworker import check_multiworker
 from stepkit.testing.replicas import check_replicas
 from stepkit.testing.resume import check_resume
 from stepkit.testing.runner import run_check
+from stepkit.testing.save_load import check_save_load
 
 __all__ = ["ALL_CHECKS", "REPLICA_CHECKS", "ConformanceError"]
 
@@ -151,13 +146,17 @@ def _compare_means(check: str, case: Case, logs: dict, per_batch: list[dict],
 
 @as_check
 def check_config_roundtrip(case: Case) -> dict:
-    """The config survives get_config/from_config and JSON (unstructure/structure)."""
+    """The config and wrapper specs survive get_config/from_config; the config survives JSON."""
     model = case.model()
     config = model.step.config
     again = stepkit.StepModel.from_config(model.get_config())
     if again.step.name != case.step or again.step.config != config:
         fail("config", case, f"from_config(get_config()) gave step {again.step.name!r} with "
                              f"{again.step.config!r}, expected {config!r}.")
+    stack, again_stack = ([w.spec() for w in m.wrappers] for m in (model, again))
+    if again_stack != stack:
+        fail("config", case, f"from_config(get_config()) gave the wrappers {again_stack}, "
+                             f"expected {stack}.")
     text = json.dumps(unstructure_config(config))
     back = structure_config(type(config), json.loads(text), step=case.step)
     if back != config:
@@ -169,77 +168,7 @@ def check_config_roundtrip(case: Case) -> dict:
             fail("config", case, f"an unknown key's error does not name it: {exc}")
     else:
         fail("config", case, "an unknown config key was accepted.")
-    return {"json": text}
-
-
-_VERIFY = """
-import json, pickle, sys
-import keras
-import numpy as np
-import stepkit
-from stepkit.config import unstructure_config
-path, meta_path, arrays_path, predict_path = sys.argv[1:5]
-meta = json.load(open(meta_path))
-if meta["step_class"]:
-    from stepkit.testing._child import register_class_path
-    register_class_path(meta["step_class"])
-arrays = np.load(arrays_path)
-with open(predict_path, "rb") as f:
-    predict = pickle.load(f)
-m = stepkit.load_model(path)
-got = m.get_weights()
-assert len(got) == meta["n_weights"], ("weight count", len(got), meta["n_weights"])
-for i, w in enumerate(got):
-    np.testing.assert_array_equal(w, arrays[f"w{i}"], err_msg=f"weight {i}")
-assert m.step.name == meta["step"], ("step", m.step.name, meta["step"])
-assert unstructure_config(m.step.config) == meta["config"], ("config", m.step.config)
-its = {r: int(o.iterations) for r, o in m.optimizers.items()}
-assert its == meta["iterations"], ("optimizer iterations", its, meta["iterations"])
-out = m.predict(predict["x"], verbose=0)
-keras.tree.assert_same_structure(out, predict["out"])
-for a, b in zip(keras.tree.flatten(out), keras.tree.flatten(predict["out"]), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg="predict() after loading")
-print("STEPKIT-LOAD-OK")
-"""
-
-
-def _head(tree: Any, n: int) -> Any:
-    """The first ``n`` rows of every array in ``tree`` (an array or a structure of arrays)."""
-    return keras.tree.map_structure(lambda a: np.asarray(a)[:n], tree)
-
-
-@as_check
-def check_save_load(case: Case) -> dict:
-    """Save to ``.keras``; a fresh interpreter's ``stepkit.load_model`` restores it all.
-
-    Compares weights, step name, config, every optimizer's ``iterations`` and
-    ``predict`` on the first 8 rows of ``predict_x`` (an array or a structure of
-    arrays). The fresh interpreter finds an installed step through its entry
-    point, and imports a step registered by hand from its module.
-    """
-    model = case.model()
-    case.fit(model, epochs=1)
-    px = _head(case.sample.predict_x if case.sample.predict_x is not None else case.sample.x, 8)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.keras")
-        model.save(path)
-        weights = model.get_weights()
-        np.savez(os.path.join(tmp, "arrays.npz"), **{f"w{i}": w for i, w in enumerate(weights)})
-        with open(os.path.join(tmp, "predict.pkl"), "wb") as f:
-            pickle.dump({"x": px, "out": _head(model.predict(px, verbose=0), 8)}, f)
-        meta = {"step": case.step, "config": unstructure_config(model.step.config),
-                "iterations": iterations(model), "n_weights": len(weights),
-                "step_class": step_class_path(case, "save_load")}
-        with open(os.path.join(tmp, "meta.json"), "w") as f:
-            json.dump(meta, f)
-        proc = subprocess.run(
-            [sys.executable, "-c", _VERIFY, path, *(os.path.join(tmp, n) for n in
-                                                   ("meta.json", "arrays.npz", "predict.pkl"))],
-            capture_output=True, text=True, env=child_env(), timeout=300)
-    if proc.returncode != 0 or "STEPKIT-LOAD-OK" not in proc.stdout:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
-        fail("save_load", case, f"loading in a fresh interpreter failed:\n{tail}")
-    return {"iterations": meta["iterations"]}
+    return {"json": text, "wrappers": stack}
 
 
 ALL_CHECKS: dict[str, Callable[..., dict]] = {
@@ -264,9 +193,14 @@ REPLICA_CHECKS: dict[str, Callable[..., dict]] = {"replicas": check_replicas,
 
 
 def run_conformance(step: str, sample: Any, networks: Any = None, config: Any = None,
-                    checks: Any = None, *, compile: Any = None,
-                    backend: str | None = None) -> dict[str, dict]:
+                    checks: Any = None, *, compile: Any = None, backend: str | None = None,
+                    wrappers: Any = None) -> dict[str, dict]:
     """Run ``checks`` (names; default: all) on ``step``; return each check's measurements.
+
+    ``wrappers`` stacks step wrappers over the step in every model a check builds,
+    child processes included: what ``StepModel(wrappers=...)`` takes, outermost
+    first (names, dicts, or :class:`stepkit.Wrapper` instances whose class is
+    registered under their name; see :mod:`stepkit.testing._wrappers`).
 
     ``backend`` (a Keras backend name) runs them in a child interpreter on that
     backend when it is not this process' (:mod:`stepkit.testing.backends`). A
@@ -292,9 +226,9 @@ def run_conformance(step: str, sample: Any, networks: Any = None, config: Any = 
                        if skip_reason(n, backend)}
             rest = [n for n in names if n not in skipped]
             report = run_in_backend(backend, step, sample, networks, config, rest,
-                                    compile=compile) if rest else {}
+                                    compile=compile, wrappers=wrappers) if rest else {}
             return {n: skipped.get(n) or report[n] for n in names}
-    case = Case.make(step, sample, networks, config, compile)
+    case = Case.make(step, sample, networks, config, compile, wrappers=wrappers)
     return {name: run_check(name, available[name].case_fn, case) for name in names}
 
 

@@ -8,7 +8,9 @@ One sample per data kind a step can declare (``Step.data_kind``), 40 rows each:
 * ``"vectors"``: 5 normal features with a float target of shape (40, 1).
 
 A step that declares its ``data_kind`` gets that sample only; a step that does
-not gets the first its ``check_data`` accepts, in the order above. The batch
+not gets the first its ``check_data`` accepts, in the order above; under
+wrappers (``--stepkit-wrap``), the first that every wrapper's ``check_data``
+accepts too. The batch
 size is 16, so the last batch is partial. Steps are given no networks, so they
 must have default networks for that sample.
 
@@ -109,15 +111,30 @@ def _predict_x(model: stepkit.StepModel, x: Any, y: Any) -> Any:
     return keras.tree.map_structure(lambda a: a[:8], x)
 
 
-def _try(step: str, step_class: type, kind: str) -> tuple[Any, str, str]:
+def _check_wrappers(step_class: type, wrappers: Any, batch: stepkit.Batch) -> None:
+    """Each wrapper's ``check_data`` on ``batch`` (MixUp needs labels, say)."""
+    from stepkit.wrapper import make_wrapper
+
+    for spec in wrappers or ():
+        wrapper = make_wrapper(spec, stepkit.get_wrapper)
+        wrapper.bind(step_class())
+        try:
+            wrapper.check_data(batch)
+        except DataStructureError as exc:
+            raise DataStructureError(f"wrapper {wrapper.name!r}: {exc}") from None
+
+
+def _try(step: str, step_class: type, kind: str, wrappers: Any = None) -> tuple[Any, str, str]:
     """``(Sample, what, "")`` when the sample of ``kind`` fits, else ``(stage, what, why)``.
 
-    ``stage`` is ``"data"`` when ``check_data`` refused the sample, ``"networks"``
-    when building the default networks failed.
+    ``stage`` is ``"data"`` when ``check_data`` (the step's or a wrapper's)
+    refused the sample, ``"networks"`` when building the default networks failed.
     """
     what, x, y = generic_data(kind)
     try:
-        step_class().check_data(stepkit.Batch(_spec(x), _spec(y)))
+        batch = stepkit.Batch(_spec(x), _spec(y))
+        step_class().check_data(batch)
+        _check_wrappers(step_class, wrappers, batch)
     except DataStructureError as exc:
         return "data", what, f"check_data refused it ({exc})"
     keras.utils.set_random_seed(0)
@@ -129,8 +146,11 @@ def _try(step: str, step_class: type, kind: str) -> tuple[Any, str, str]:
     return Sample(x, y, predict_x=_predict_x(model, x, y), batch_size=BATCH), what, ""
 
 
-def generic_case(step: str) -> dict[str, Any]:
+def generic_case(step: str, wrappers: Any = None) -> dict[str, Any]:
     """``{"sample": Sample, "data": description, "kind": data kind}`` for ``step``.
+
+    With ``wrappers`` (specs, outermost first), the sample must also pass each
+    wrapper's ``check_data``.
 
     Raises:
         NeedsNetworks: a generic sample fits the step's data, but its default
@@ -143,7 +163,7 @@ def generic_case(step: str) -> dict[str, Any]:
     kinds = [declared] if declared in KINDS else list(KINDS)
     why: dict[str, list[str]] = {"data": [], "networks": []}
     for kind in kinds:
-        result, what, reason = _try(step, step_class, kind)
+        result, what, reason = _try(step, step_class, kind, wrappers)
         if isinstance(result, Sample):
             return {"sample": result, "data": what, "kind": kind}
         why[result].append(f"{what}: {reason}")

@@ -11,7 +11,8 @@ child interpreters (:mod:`stepkit.testing._resume_child`), each a fit of
   file and sleeps; the kit waits for the marker and kills A with SIGKILL;
 * B trains again with the same backup directory, so it resumes from A's last
   backup and finishes;
-* C trains uninterrupted from the same saved model.
+* C trains uninterrupted from the same saved model (alongside A, which it
+  does not depend on).
 
 B must start from A's backup (optimizer ``iterations`` above 0), B's weights
 must equal C's to 1e-6, and every role's optimizer ``iterations`` must be equal. A step that
@@ -67,8 +68,10 @@ def _tail(tmp: str, run: str) -> str:
         return "\n".join(f.read().strip().splitlines()[-12:])
 
 
-def _finish(case: Case, tmp: str, run: str, what: str) -> tuple[dict, list[np.ndarray]]:
-    proc = _start(tmp, run)
+def _finish(case: Case, tmp: str, run: str, what: str,
+            proc: subprocess.Popen | None = None) -> tuple[dict, list[np.ndarray]]:
+    """Wait for ``run`` (started now, or ``proc``) and read its results."""
+    proc = proc or _start(tmp, run)
     try:
         code = proc.wait(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -121,16 +124,26 @@ def check_resume(case: Case) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model = write_case(case, tmp, "resume", epochs=EPOCHS, save_freq=SAVE_FREQ)
         seed_before = keras.ops.convert_to_numpy(model._seed_generator.state).tolist()
-        _kill_victim(case, tmp)
-        resumed, w_resumed = _finish(case, tmp, "resumed", "resumed run (BackupAndRestore)")
-        plain, w_plain = _finish(case, tmp, "plain", "uninterrupted run")
+        plain_proc = _start(tmp, "plain")  # independent of the victim: runs alongside it
+        try:
+            _kill_victim(case, tmp)
+            resumed, w_resumed = _finish(case, tmp, "resumed", "resumed run (BackupAndRestore)")
+            plain, w_plain = _finish(case, tmp, "plain", "uninterrupted run", plain_proc)
+        finally:
+            if plain_proc.poll() is None:
+                plain_proc.kill()
+                plain_proc.wait()
+            plain_proc.log.close()
     if not any(resumed["start_iterations"].values()):
         fail("resume", case, f"the resumed run started at optimizer iterations "
                              f"{resumed['start_iterations']}: it did not restore A's backup.")
     uses_noise = plain["seed_state"] != seed_before
-    noise = (" Is there state outside the model's variables? Randomness outside "
-             "ctx.normal/ctx.uniform (keras.random or dropout without the model's seed "
-             "generator) is not saved in a backup, so a resumed run draws other numbers.")
+    noise = (" Is there state outside the model's variables? A counter or an average kept in "
+             "a Python attribute or a variable not made with ctx.add_state / "
+             "Wrapper.add_state is not in a backup, so a resumed run starts it afresh; "
+             "randomness outside ctx.normal/ctx.uniform (keras.random or dropout without the "
+             "model's seed generator) is not saved either, so a resumed run draws other "
+             "numbers.")
     if resumed["iterations"] != plain["iterations"]:
         fail("resume", case, f"optimizer iterations after resuming {resumed['iterations']} "
                              f"differ from the uninterrupted run's {plain['iterations']}.")

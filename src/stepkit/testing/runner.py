@@ -57,10 +57,10 @@ def run_check(name: str, check: Callable[[Case], dict], case: Case) -> dict[str,
         cause = explain(exc, backend, _step_class(case.step))
         if cause is None:
             limit = keras_limitation(exc, backend)
-            exc.add_note(f"stepkit conformance: check {name!r} of step {case.step!r} failed "
-                         f"on Keras' {backend} backend." + (f" Likely cause: {limit}" if limit
-                                                            else ""))
+            exc.add_note(f"stepkit conformance: check {name!r} of {case.label} failed on "
+                         f"Keras' {backend} backend." + (f" Likely cause: {limit}" if limit
+                                                         else ""))
             raise
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise ConformanceError(f"[{name}] step {case.step!r} on {backend}: {cause}\nIt failed "
+        raise ConformanceError(f"[{name}] {case.label} on {backend}: {cause}\nIt failed "
                                f"with {type(exc).__name__}: {first}") from exc

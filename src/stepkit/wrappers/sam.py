@@ -49,19 +49,6 @@ class SAMConfig:
     eta: float = attrs.field(default=0.01, converter=float, validator=v.ge(0.0))
 
 
-def replica_sum(grads: Sequence[Any]) -> list[Any]:
-    """``grads`` summed over the replicas of ``tf.distribute`` (unchanged on one replica).
-
-    Each replica's loss is already divided by the number of replicas, so the sum is
-    the gradient of the global batch's mean loss.
-    """
-    if backend.num_replicas() == 1:
-        return list(grads)
-    present = [g for g in grads if g is not None]
-    summed = iter(backend.all_reduce_sum(present))
-    return [None if g is None else next(summed) for g in grads]
-
-
 def perturbation(variables: Sequence[Any], grads: Sequence[Any], rho: float,
                  eta: float | None = None) -> list[Any]:
     """SAM's ``e`` for each variable (ASAM's with ``eta`` not None); None for a None grad.
@@ -130,7 +117,7 @@ class SAM(Wrapper):
         if not variables:
             return grads, out
         c = self.config
-        e = perturbation(variables, replica_sum(grads), c.rho,
+        e = perturbation(variables, backend.all_reduce_sum(grads), c.rho,
                          c.eta if c.adaptive else None)
         raw = [ops.copy(ops.convert_to_tensor(w)) for w in variables]
         for w, d in zip(variables, e, strict=True):

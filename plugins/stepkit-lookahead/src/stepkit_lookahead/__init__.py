@@ -37,7 +37,7 @@ class Lookahead(stepkit.Wrapper):
 
     State (saved with the model): per role, one slow copy of every variable
     the role's optimizer updates (same shapes and dtypes) and an int64 count of
-    the role's updates.
+    the role's updates (skipped mixed-precision steps do not count).
     """
 
     name = "lookahead"
@@ -56,9 +56,13 @@ class Lookahead(stepkit.Wrapper):
             self.count[role] = self.add_state(ctx, f"{role}_count", (), "int64")
 
     def apply_gradients(self, ctx, role, grads, inner):
+        # count the updates the optimizer really made: a LossScaleOptimizer skips
+        # non-finite steps (its iterations do not move then)
+        iterations = ctx.optimizers[role].iterations
+        before = ops.convert_to_tensor(iterations)
         inner(role, grads)
         count = self.count[role]
-        count.assign_add(1)
+        count.assign_add(ops.cast(iterations - before, "int64"))
         variables = ctx.variables(role)
         alpha = self.config.alpha
 

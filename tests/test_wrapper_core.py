@@ -202,3 +202,30 @@ def test_command_line_lists_and_uses_wrappers(tmp_path):
     bad = subprocess.run([*env_run, "fit", "--step", "supervised", "--wrap", "lookahed"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "Did you mean 'lookahead'" in bad.stderr
+
+
+class Untracked(stepkit.Wrapper):
+    """Keeps its counter in a variable of its own, not made with add_state."""
+
+    name = "test-untracked"
+
+    def build_state(self, ctx):
+        self.count = keras.Variable(0, dtype="int32", trainable=False, name="untracked_count")
+
+    def apply_gradients(self, ctx, role, grads, inner):
+        inner(role, grads)
+        self.count.assign_add(1)
+
+
+stepkit.register_plugin(type("UntrackedPlugin", (), {
+    "stepkit_register_wrappers": stepkit.hookimpl(
+        lambda self, register: register(Untracked))})(), "test-untracked")
+
+
+def test_state_outside_the_model_is_refused_where_it_would_be_lost():
+    if keras.backend.backend() != "jax":  # TensorFlow and torch update it in place
+        model = _fit(["test-untracked"])
+        assert int(ops.convert_to_numpy(model.wrappers[0].count.value)) == 8
+        return
+    with pytest.raises(stepkit.StepDefinitionError, match="untracked_count.*add_state"):
+        _fit(["test-untracked"])

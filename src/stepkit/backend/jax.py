@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import keras
 
 from stepkit.backend.common import PythonLoopTrainer
+from stepkit.errors import StepDefinitionError
 
 _ACTIVE: list[list[Any]] = []  # the variables mapped by the step being traced
 
@@ -45,15 +46,44 @@ def _refs(variables: Sequence[Any] = ()) -> list[Any]:
     return _ACTIVE[-1] if _ACTIVE else list(variables)
 
 
+class _TrackingScope(keras.StatelessScope):
+    """A ``StatelessScope`` that remembers which variables were assigned in it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.assigned: dict[int, Any] = {}
+
+    def add_update(self, update: Any) -> None:
+        super().add_update(update)
+        self.assigned[id(update[0])] = update[0]
+
+
+def _lost_updates(scope: _TrackingScope, refs: list[Any]) -> None:
+    """Refuse assignments to variables outside the step's state: JAX would drop them."""
+    known = {id(v) for v in refs}
+    lost = [v for i, v in scope.assigned.items() if i not in known]
+    if lost:
+        names = ", ".join(sorted({getattr(v, "path", None) or repr(v) for v in lost}))
+        raise StepDefinitionError(
+            f"The step assigned variable(s) {names}, which are not part of the model's state, "
+            "so on JAX (which runs the step statelessly) the new values would be lost. Create "
+            "step state with ctx.add_state(...) in Step.build_state, wrapper state with "
+            "Wrapper.add_state(...) in Wrapper.build_state, and draw noise with "
+            "ctx.normal/ctx.uniform instead of a SeedGenerator of your own.")
+
+
 @contextlib.contextmanager
-def _mapped(refs: list[Any], values: Sequence[Any]) -> Iterator[keras.StatelessScope]:
-    with keras.StatelessScope(state_mapping=list(zip(refs, values, strict=True)),
-                              collect_losses=True) as scope:
+def _mapped(refs: list[Any], values: Sequence[Any],
+            check: bool = True) -> Iterator[keras.StatelessScope]:
+    with _TrackingScope(state_mapping=list(zip(refs, values, strict=True)),
+                        collect_losses=True) as scope:
         _ACTIVE.append(refs)
         try:
             yield scope
         finally:
             _ACTIVE.pop()
+    if check:
+        _lost_updates(scope, refs)
 
 
 def _current(refs: list[Any]) -> list[Any]:
@@ -95,6 +125,7 @@ def run_stateless(groups: Sequence[Sequence[Any]], state: Sequence[Sequence[Any]
 def value_and_grad(fn: Callable[[], tuple[Any, Any]],
                    variables: Sequence[Any]) -> tuple[list[Any], Any]:
     """Gradients of ``fn()[0]`` w.r.t. ``variables``, and ``fn()[1]``; see the module doc."""
+    inside = bool(_ACTIVE)  # outside a step, other variables' updates are not kept
     refs = _refs(variables)
     index = {id(v): i for i, v in enumerate(refs)}
     missing = [v.path for v in variables if id(v) not in index]
@@ -107,7 +138,7 @@ def value_and_grad(fn: Callable[[], tuple[Any, Any]],
         values = list(current)
         for p, t in zip(positions, trainable, strict=True):
             values[p] = t
-        with _mapped(refs, values) as scope:
+        with _mapped(refs, values, check=inside) as scope:
             target, aux = fn()
             new = _read(scope, refs)
         return target, (aux, new)
@@ -120,11 +151,12 @@ def value_and_grad(fn: Callable[[], tuple[Any, Any]],
 
 def input_gradients(fn: Callable[[Any], Any], inputs: Any) -> Any:
     """Gradient of ``sum(fn(inputs))`` with respect to ``inputs`` (gradient penalties, R1)."""
+    inside = bool(_ACTIVE)
     refs = _refs()
     current = _current(refs)
 
     def pure(x: Any) -> tuple[Any, list[Any]]:
-        with _mapped(refs, current) as scope:
+        with _mapped(refs, current, check=inside) as scope:
             out = jnp.sum(fn(x))
             new = _read(scope, refs)
         return out, new
@@ -212,6 +244,12 @@ def stateless_uniform(shape: Any, seed: Any, dtype: str = "float32", minval: flo
 
 
 def serving_function(model: Any, spec: Any) -> Any:
+    """``None``: on JAX, Keras' exporters trace ``model`` itself (``jax2tf`` for a SavedModel).
+
+    ``tf.saved_model.save`` takes no Keras model on JAX (it is not a TensorFlow
+    trackable, as for a plain ``keras.Model``): ``model.export(path)`` writes the
+    SavedModel.
+    """
     return None
 
 

@@ -20,6 +20,8 @@ ON_EVERY_BACKEND = {
     "test_step_authoring.py": "the step contract: regularisation, several updates, frozen roles",
     "test_keras_suite.py": "Keras' own trainer/model/callback tests through StepModel",
     "test_backend_torch_grad_layout.py": "torch gradient layout (skipped elsewhere)",
+    "test_export_backends.py": "StepModel.export vs keras.Model.export of the same network, "
+                               "per format",
     "test_wrapper_core.py": "the wrapper contract: order, roles, saved state, errors",
     "test_wrappers_sam_ema.py": "sam/ema vs hand-written SAM steps and Keras' use_ema "
                                 "(replicas: tensorflow_only)",
@@ -73,6 +75,8 @@ TENSORFLOW_IN_CI_FOR_TIME = {
     "test_kit_xfail.py": "the kit's xfail reporting",
     "test_kit_wrapped.py": "the kit on wrapped steps; its child-process checks take most of "
                            "a minute",
+    "test_wrapper_pairs.py": "20 ordered pairs of built-in wrappers (each wrapper's module runs "
+                             "on every backend)",
     "test_metrics_generative.py": "FID/KID are numpy over Keras features (15 pass on JAX and "
                                   "torch by hand)",
 }

@@ -10,7 +10,7 @@ import keras
 
 from stepkit import backend
 from stepkit.backend.foreign import foreign_api_error
-from stepkit.building import BuildMixin
+from stepkit.building import BuildMixin, _from_spec
 from stepkit.compiling import CompileMixin
 from stepkit.config import structure_config, unstructure_config
 from stepkit.context import StepContext
@@ -260,27 +260,70 @@ class StepModel(backend.StepTrainer, BuildMixin, CompileMixin, MetricsMixin, ker
         """``keras.Model.export``; the input signature defaults to the step's ``call_spec``.
 
         For ``supervised`` that is the network's input; for a generative step
-        its sampling inputs (latent vectors). Raises ``ValueError`` before the
-        model is built (fit it, or call ``build_from_data``).
+        its sampling inputs (latent vectors). The formats are Keras' on each
+        backend: TensorFlow ``tf_saved_model``, ``litert``, ``onnx``,
+        ``openvino``; JAX ``tf_saved_model``, ``onnx``, ``openvino``; torch
+        ``torch``, ``onnx``, ``openvino``, ``litert`` (``onnx``, ``openvino``
+        and torch's ``litert`` need their packages, as in Keras).
+
+        Raises:
+            ValueError: the model has seen no data (fit it, or call
+                ``build_from_data``), or Keras cannot export ``format`` on this
+                backend (the message names the formats it can, and the backends
+                that export ``format`` from the saved ``.keras`` file).
         """
         if input_signature is None:
             if self._build_batch is None:
                 raise ValueError(
-                    "The model is not built yet, so its input signature is unknown: fit() it, "
-                    "call model.build_from_data(batch), or pass input_signature=[...]."
+                    "The model has seen no data, so its input signature is unknown: fit() it "
+                    "or call model.build_from_data(batch), or pass input_signature=[...]."
                 )
             spec = self.step.call_spec(self._build_batch)
-            input_signature = [keras.tree.map_structure(
-                lambda t: keras.InputSpec(shape=(None, *t.shape[1:]), dtype=t.dtype), spec)]
-        return super().export(filepath, format=format, verbose=verbose,
-                              input_signature=input_signature, **kwargs)
+
+            def input_spec(t: Any, name: str | None = None) -> Any:
+                return keras.InputSpec(shape=(None, *t.shape[1:]), dtype=t.dtype, name=name)
+
+            # Dict inputs are named by their keys, as a functional model's by its Inputs.
+            input_signature = [{k: input_spec(t, k) for k, t in spec.items()}
+                               if isinstance(spec, Mapping) and all(
+                                   isinstance(t, keras.KerasTensor) for t in spec.values())
+                               else keras.tree.map_structure(input_spec, spec)]
+        # What Keras 3.15 exports on each backend (onnx, openvino, torch's litert: with
+        # their packages).
+        formats = {"tensorflow": ("tf_saved_model", "litert", "onnx", "openvino"),
+                   "jax": ("tf_saved_model", "onnx", "openvino"),
+                   "torch": ("torch", "onnx", "openvino", "litert")}
+        here, why = backend.BACKEND, ""
+        where = [b for b, names in formats.items() if format in names and b != here]
+        blocked = bool(where) and format not in formats[here]
+        if here == "torch" and format == "tf_saved_model":
+            # Keras traces it with torch.export, which rejects the dynamic shapes Keras gives
+            # for a free (None) dimension or a nested input; a flat static one needs torch-xla.
+            blocked = not all(getattr(s, "shape", None) is not None and None not in tuple(s.shape)
+                              for s in input_signature)
+            why = (" with a free (None) dimension or a nested input in its signature (Keras "
+                   "exports it from torch only with a flat, static input_signature and torch-xla)")
+        if blocked:
+            raise ValueError(
+                f"Keras {keras.version()} cannot export format={format!r} on the {here} "
+                f"backend{why}. On {here} it exports: {', '.join(formats[here])}. Or save the "
+                f"model (model.save('model.keras')), load it with stepkit.load_model under "
+                f"KERAS_BACKEND={' or '.join(where)} (stepkit files load on every backend) "
+                f"and export format={format!r} there."
+            )
+        # torch: a model over the same weights that torch.export can trace; else the model
+        served = backend.serving_function(self, input_signature)
+        exporter = served if isinstance(served, keras.Model) else self
+        return keras.Model.export(exporter, filepath, format=format, verbose=verbose,
+                                  input_signature=input_signature, **kwargs)
 
     @property
     def _default_save_signature(self) -> Any:
-        # tf.saved_model.save(model): serving_default takes the step's call_spec
-        # (Keras derives it from a functional model's inputs, which StepModel has not).
-        if self._build_batch is None:
-            return None
+        # tf.saved_model.save(model), TensorFlow only (on JAX and torch a Keras model is not
+        # a TF trackable): serving_default takes the step's call_spec (Keras derives it
+        # from a functional model's inputs, which StepModel has not).
+        if self._build_batch is None or backend.BACKEND != "tensorflow":
+            return None  # (Keras' saving reads properties: make nothing on other backends)
         return backend.serving_function(self, self.step.call_spec(self._build_batch))
 
     def save(self, filepath: Any, overwrite: bool = True, **kwargs: Any) -> None:
@@ -299,6 +342,12 @@ class StepModel(backend.StepTrainer, BuildMixin, CompileMixin, MetricsMixin, ker
         })
         if self._wrappers:
             base["wrappers"] = [w.spec() for w in self._wrappers]
+        # Keras builds a loaded model from its build_config only when it is not built,
+        # and a StepModel whose networks load built is: keep the batch spec here too
+        # (export's signature, saving again).
+        build = self.get_build_config()
+        if build is not None:
+            base["build_batch"] = build
         return base
 
     @classmethod
@@ -310,5 +359,10 @@ class StepModel(backend.StepTrainer, BuildMixin, CompileMixin, MetricsMixin, ker
         step_config = config.pop("config", None)
         seed = config.pop("seed", None)
         wrappers = config.pop("wrappers", None)
-        return cls(networks or None, step=step, config=step_config, seed=seed,
-                   wrappers=wrappers, **config)
+        build = config.pop("build_batch", None)
+        model = cls(networks or None, step=step, config=step_config, seed=seed,
+                    wrappers=wrappers, **config)
+        if build is not None and model.built and model._build_batch is None:
+            model._build_batch = Batch(*(_from_spec(build[k]) for k in
+                                         ("x", "y", "sample_weight")))
+        return model

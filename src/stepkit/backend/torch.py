@@ -129,7 +129,37 @@ def stateless_uniform(shape: Any, seed: Any, dtype: str = "float32", minval: flo
 
 
 def serving_function(model: Any, spec: Any) -> Any:
-    return None
+    """What Keras' exporters trace for ``model(inputs)`` on torch: a :class:`ServingModel`.
+
+    ``StepModel.export`` hands it to ``keras.Model.export`` together with the
+    input signature ``spec``, which Keras' exporter reads. ``tf.saved_model.save``
+    takes no Keras model on torch (as for a plain ``keras.Model``), so there is
+    no ``serving_default`` function to give.
+    """
+    return ServingModel(model)
+
+
+class ServingModel(keras.Model):
+    """``model(inputs, training=False)`` as a Keras model whose torch module owns the weights.
+
+    ``torch.export`` (behind Keras' ``"torch"``, ``"onnx"`` and ``"litert"`` formats on
+    torch) reaches a module's parameters by attribute access, which ``StepModel``'s
+    ``__getattr__`` (roles as attributes) does not pass on to ``torch.nn.Module``. This
+    model tracks the same variables (the same ``torch.nn.Parameter`` objects) and keeps
+    ``model`` out of torch's module tree, so the exported program lifts every weight.
+    """
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(name=model.name)
+        object.__setattr__(self, "_served", model)  # neither a torch submodule nor a layer
+        self.served_variables = list(model.variables)
+        self.build(None)  # Keras' build wrapper registers the weights with torch
+
+    def build(self, input_shape: Any = None) -> None:
+        """Nothing to create: the served model is built."""
+
+    def call(self, inputs: Any) -> Any:
+        return self._served(inputs, training=False)
 
 
 _TORCH_OPTIMIZERS = "keras.src.backend.torch.optimizers."

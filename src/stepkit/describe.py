@@ -82,23 +82,17 @@ def _optimizer_info(opt: Any) -> dict[str, Any]:
     return {"class_name": type(opt).__name__, **keep}
 
 
-def describe_step(name: str) -> dict[str, Any]:
-    """What ``stepkit info NAME`` shows, as a JSON-ready dict."""
+def config_fields(config_class: type) -> list[dict[str, Any]]:
+    """Each field of an attrs config class: name, type, default, constraints, doc."""
     import attrs
 
-    from stepkit.callbacks import is_generative
-    from stepkit.cli_settings import default_preset, has_default_networks
-    from stepkit.registry import registry
-
-    info = registry().info(name)
-    cls = info.step_class
     try:
-        attrs.resolve_types(cls.config_class)
+        attrs.resolve_types(config_class)
     except Exception:  # noqa: BLE001,S110 - unresolvable annotations stay strings
         pass
-    docs = _field_docs(cls.config_class)
+    docs = _field_docs(config_class)
     fields = []
-    for f in attrs.fields(cls.config_class):
+    for f in attrs.fields(config_class):
         default = f.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
             default = default.factory() if not default.takes_self else "(computed)"
@@ -109,6 +103,57 @@ def describe_step(name: str) -> dict[str, Any]:
         fields.append({"name": f.name, "type": _type_name(f.type), "required": required,
                        "default": None if required else _jsonable(default),
                        "constraints": constraints, "doc": docs.get(f.name, "")})
+    return fields
+
+
+def describe_wrapper(name: str) -> dict[str, Any]:
+    """What ``stepkit info NAME`` shows for a step wrapper, as a JSON-ready dict."""
+    from stepkit.registry import registry
+
+    reg = registry()
+    cls = reg.get_wrapper(name)
+    info = next(i for i in reg.wrappers() if i.name == name)
+    return {"name": name, "kind": "wrapper", "distribution": info.distribution,
+            "version": info.version, "plugin": info.plugin, "description": cls.description,
+            "doc": (cls.__doc__ or "").strip().split("\n\n")[0],
+            "per_role": cls.per_role, "config_class": cls.config_class.__name__,
+            "config": config_fields(cls.config_class)}
+
+
+def _format_fields(info: dict[str, Any]) -> list[str]:
+    lines = [f"config ({info['config_class']}):"]
+    if not info["config"]:
+        lines.append("  (no settings)")
+    for f in info["config"]:
+        default = "required" if f["required"] else f"default {f['default']!r}"
+        rules = f"; {', '.join(f['constraints'])}" if f["constraints"] else ""
+        lines.append(f"  {f['name']}: {f['type']} = {default}{rules}")
+        if f["doc"]:
+            lines.append(f"      {f['doc']}")
+    return lines
+
+
+def format_wrapper(info: dict[str, Any]) -> str:
+    """``describe_wrapper``'s dict as text."""
+    source = f"{info['distribution'] or 'plugin ' + info['plugin']} {info['version'] or ''}"
+    roles = ("every trained role of the step, or the spec's `roles`" if info["per_role"]
+             else "the step's data (no roles)")
+    lines = [f"{info['name']}  (wrapper, {source.strip()})", f"  {info['description']}", "",
+             f"applies to: {roles}", "", *_format_fields(info), "",
+             f"use: StepModel(..., wrappers=[{{'name': {info['name']!r}, ...}}]) or "
+             f"stepkit fit --wrap {info['name']}:KEY=VALUE"]
+    return "\n".join(lines)
+
+
+def describe_step(name: str) -> dict[str, Any]:
+    """What ``stepkit info NAME`` shows, as a JSON-ready dict."""
+    from stepkit.callbacks import is_generative
+    from stepkit.cli_settings import default_preset, has_default_networks
+    from stepkit.registry import registry
+
+    info = registry().info(name)
+    cls = info.step_class
+    fields = config_fields(cls.config_class)
     step = cls()
     preset = default_preset(cls)
     return {
@@ -121,6 +166,8 @@ def describe_step(name: str) -> dict[str, Any]:
         "default_optimizers": {r: _optimizer_info(o)
                                for r, o in step.default_optimizers().items()},
         "default_networks": has_default_networks(cls),
+        "presets": {name: {k: _jsonable(v) for k, v in values.items()}
+                    for name, values in (getattr(cls, "presets", None) or {}).items()},
         "cli": {"data_kind": preset["data_kind"], "generative": is_generative(cls),
                 "classifier_network": bool(preset.get("classifier"))},
     }
@@ -141,15 +188,12 @@ def format_step(info: dict[str, Any]) -> str:
              f"roles: {', '.join(info['roles'])}   tracked: {', '.join(info['tracked'])}   "
              f"loss: {info['loss_kind']}",
              f"default networks: {'yes' if info['default_networks'] else 'no'}", "",
-             f"config ({info['config_class']}):"]
-    if not info["config"]:
-        lines.append("  (no settings)")
-    for f in info["config"]:
-        default = "required" if f["required"] else f"default {f['default']!r}"
-        rules = f"; {', '.join(f['constraints'])}" if f["constraints"] else ""
-        lines.append(f"  {f['name']}: {f['type']} = {default}{rules}")
-        if f["doc"]:
-            lines.append(f"      {f['doc']}")
+             *_format_fields(info)]
+    if info.get("presets"):
+        lines += ["", "presets (config preset=NAME; settings given with it win):"]
+        for name, values in info["presets"].items():
+            settings = ", ".join(f"{k}={v!r}" for k, v in values.items()) or "(the defaults)"
+            lines.append(f"  {name}: {settings}")
     lines += ["", "default optimizers:"]
     for role, opt in info["default_optimizers"].items():
         extra = ", ".join(f"{k}={v}" for k, v in opt.items() if k != "class_name")

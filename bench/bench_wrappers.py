@@ -137,9 +137,10 @@ class Trainer:
         self.x = np.concatenate([x] * reps)
         self.y = None if y is None else np.concatenate([y] * reps)
         if workload == "gan":
-            from stepkit.steps.gan_networks import default_networks
+            from stepkit.steps.gan import dcgan_discriminator, dcgan_generator
 
-            nets = default_networks("bce", s["latent"], x.shape[1:], None)
+            nets = {"generator": dcgan_generator(s["latent"], x.shape[1:]),
+                    "discriminator": dcgan_discriminator(x.shape[1:])}
         else:
             nets = {"network": cnn(s["image"])}
         first = self.initial.setdefault((workload, s["image"]),

@@ -59,7 +59,8 @@ class Lookahead(stepkit.Wrapper):
         # count the updates the optimizer really made: a LossScaleOptimizer skips
         # non-finite steps (its iterations do not move then)
         iterations = ctx.optimizers[role].iterations
-        before = ops.convert_to_tensor(iterations)
+        # a snapshot: on TensorFlow, convert_to_tensor(variable) returns the variable itself
+        before = ops.copy(ops.convert_to_tensor(iterations))
         inner(role, grads)
         count = self.count[role]
         count.assign_add(ops.cast(iterations - before, "int64"))

@@ -28,6 +28,8 @@ ON_EVERY_BACKEND = {
     "test_wrappers_accumulate.py": "accumulate equals the N-times larger batch (schedule, XLA, "
                                    "replicas, Keras' option, resume and stacks are "
                                    "tensorflow_only for CI time)",
+    "test_gan_family.py": "each GAN loss, penalty, DiffAugment, EMA and the conditional GAN "
+                          "vs its paper's formula with the backend's own gradient",
     "test_wrappers_data.py": "adversarial and mixup vs hand-written attacks and mixed one-hot "
                              "targets (hand-written train_steps are tensorflow_only)",
 }

@@ -9,12 +9,14 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import attrs  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import stepkit  # noqa: E402
 import stepkit.registry  # noqa: E402
 from stepkit.cli import main  # noqa: E402
+from stepkit.steps.gan import GANConfig  # noqa: E402
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
@@ -153,7 +155,7 @@ def test_config_file_then_flags_then_set(tmp_path, capsys):
     assert main(["fit", "--config", str(cfg), "--out", str(out), "--set", "latent_dim=12",
                  "--verbose", "0"]) == 0
     run = json.loads((out / "run.json").read_text())
-    assert run["config"] == {"latent_dim": 12, "label_noise": 0.0}
+    assert run["config"] == attrs.asdict(GANConfig(latent_dim=12, label_noise=0.0))
     assert run["limit"] == 32 and not (tmp_path / "from-file").exists()
 
 

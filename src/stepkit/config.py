@@ -125,18 +125,84 @@ def _problems(exc: BaseException, config_class: type, value: Any,
     return found
 
 
-def structure_config(config_class: type, value: Any, *, step: str = "?") -> Any:
+PRESET_KEY = "preset"
+
+
+def _preset_error(message: str) -> ConfigError:
+    error = ConfigError(message)
+    error.problems = [(PRESET_KEY, message)]
+    error.plain = message
+    return error
+
+
+def step_presets(step: str, config_class: type | None = None) -> Mapping[str, Mapping]:
+    """The presets of the registered step ``step`` (its ``presets`` class attribute).
+
+    Empty when no step of that name is installed, when it declares none, or when
+    its config class is not ``config_class`` (a config of another step).
+    """
+    from stepkit.errors import UnknownStepError
+    from stepkit.registry import get_step
+
+    try:
+        step_class = get_step(step)
+    except UnknownStepError:
+        return {}
+    if config_class is not None and step_class.config_class is not config_class:
+        return {}
+    return getattr(step_class, "presets", None) or {}
+
+
+def apply_preset(value: Mapping[str, Any], presets: Mapping[str, Mapping],
+                 *, step: str = "?") -> dict[str, Any]:
+    """``value`` with its ``"preset"`` key replaced by that preset's settings.
+
+    The settings given next to ``"preset"`` win over the preset's:
+    ``{"preset": "recommended", "ema_decay": 0.99}`` is the preset with another
+    ``ema_decay``. A mapping without ``"preset"`` is returned as it is (a copy).
+
+    Raises:
+        ConfigError: the step has no presets, or none of that name (the message
+            lists the valid names).
+    """
+    given = dict(value)
+    if PRESET_KEY not in given:
+        return given
+    name = given.pop(PRESET_KEY)
+    if not presets:
+        raise _preset_error(
+            f"Step {step!r} has no presets, so its config takes no {PRESET_KEY!r} key. "
+            f"Received: {PRESET_KEY}={name!r}. Remove it and give the settings themselves.")
+    if not isinstance(name, str) or name not in presets:
+        raise _preset_error(
+            f"Unknown preset {name!r} for step {step!r}. Valid presets: "
+            f"{', '.join(presets)} (`stepkit info {step}` shows their settings).")
+    return {**presets[name], **given}
+
+
+def structure_config(config_class: type, value: Any, *, step: str = "?",
+                     presets: Mapping[str, Mapping] | None = None) -> Any:
     """Turn ``value`` (None, an instance or a mapping) into a ``config_class`` instance.
+
+    A mapping may name one of the step's presets with the key ``"preset"``
+    (:func:`apply_preset`); ``presets`` defaults to the registered step's
+    (:func:`step_presets`).
 
     Raises:
         ConfigError: ``value`` has an unknown key, a value of the wrong type or a
-            value a validator rejects; the message names the step and the key path.
-            The error's ``problems`` attribute lists ``(field, message)`` pairs in
-            plain words (``("latent_dim", "latent_dim must be an int, got 'abc'")``),
-            and its ``plain`` attribute is the whole message in those words.
+            value a validator rejects, or names an unknown preset; the message names
+            the step and the key path. The error's ``problems`` attribute lists
+            ``(field, message)`` pairs in plain words (``("latent_dim", "latent_dim
+            must be an int, got 'abc'")``), and its ``plain`` attribute is the whole
+            message in those words.
     """
     if value is None:
         value = {}
+    if (isinstance(value, Mapping) and PRESET_KEY in value and attrs.has(config_class)
+            and PRESET_KEY not in attrs.fields_dict(config_class)):
+        if presets is None:
+            presets = step_presets(step, config_class)
+        value = apply_preset(value, presets, step=step)
     if isinstance(value, config_class):
         return value
     if attrs.has(type(value)):

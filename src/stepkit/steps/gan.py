@@ -1,66 +1,51 @@
-"""``gan``: the DCGAN step of Keras' "Customizing what happens in fit()" guide."""
+"""``gan``: the DCGAN step of Keras' "Customizing what happens in fit()" guide, and its family.
+
+The defaults are the guide's GAN, number for number. The config composes the
+usual parts (see :class:`GANConfig`): the loss (:mod:`~stepkit.steps.gan_losses`),
+R1/R2/gradient penalties, lazy or not (:mod:`~stepkit.steps.gan_penalties`),
+several discriminator updates per step, label noise and smoothing, DiffAugment
+(:mod:`~stepkit.steps.gan_augment`), an EMA of the generator
+(:mod:`~stepkit.steps.gan_ema`) and class conditioning; presets name good
+combinations (:mod:`~stepkit.steps.gan_presets`).
+"""
 
 from __future__ import annotations
 
-import attrs
+from typing import Any
+
 import keras
-from attrs import validators as v
-from keras import layers, ops
+import numpy as np
+from keras import ops
 
-from stepkit.errors import DataStructureError
+from stepkit.errors import ConfigError, DataStructureError
 from stepkit.step import Batch, Step, StepContext
+from stepkit.steps.gan_augment import diff_augment
+from stepkit.steps.gan_config import GANConfig
+from stepkit.steps.gan_ema import WeightAverage
+from stepkit.steps.gan_losses import (
+    WITH_TARGETS,
+    discriminator_loss,
+    generated_labels,
+    generator_loss,
+)
+from stepkit.steps.gan_networks import dcgan_discriminator, dcgan_generator, default_networks
+from stepkit.steps.gan_penalties import Penalties
+from stepkit.steps.gan_presets import PRESETS
 
-
-@attrs.frozen
-class GANConfig:
-    """Settings of the ``gan`` step.
-
-    Attributes:
-        latent_dim: size of the generator's input noise vector.
-        label_noise: the discriminator's targets get ``label_noise * U[0, 1)``
-            added (the guide's "important trick"); 0 turns it off.
-    """
-
-    latent_dim: int = attrs.field(default=128, validator=[v.instance_of(int), v.gt(0)])
-    label_noise: float = attrs.field(default=0.05, converter=float, validator=v.ge(0.0))
-
-
-def dcgan_generator(latent_dim: int, shape: tuple[int, int, int]) -> keras.Model:
-    """The guide's generator, for ``shape`` = (height, width, channels) divisible by 4."""
-    h, w, c = shape
-    return keras.Sequential([
-        keras.Input(shape=(latent_dim,)),
-        layers.Dense((h // 4) * (w // 4) * 128),
-        layers.LeakyReLU(negative_slope=0.2),
-        layers.Reshape((h // 4, w // 4, 128)),
-        layers.Conv2DTranspose(128, (4, 4), strides=(2, 2), padding="same"),
-        layers.LeakyReLU(negative_slope=0.2),
-        layers.Conv2DTranspose(128, (4, 4), strides=(2, 2), padding="same"),
-        layers.LeakyReLU(negative_slope=0.2),
-        layers.Conv2D(c, (7, 7), padding="same", activation="sigmoid"),
-    ], name="generator")
-
-
-def dcgan_discriminator(shape: tuple[int, int, int]) -> keras.Model:
-    """The guide's discriminator: one logit per image."""
-    return keras.Sequential([
-        keras.Input(shape=shape),
-        layers.Conv2D(64, (3, 3), strides=(2, 2), padding="same"),
-        layers.LeakyReLU(negative_slope=0.2),
-        layers.Conv2D(128, (3, 3), strides=(2, 2), padding="same"),
-        layers.LeakyReLU(negative_slope=0.2),
-        layers.GlobalMaxPooling2D(),
-        layers.Dense(1),
-    ], name="discriminator")
+__all__ = ["GAN", "GANConfig", "dcgan_discriminator", "dcgan_generator"]
 
 
 class GAN(Step):
     """The guide's GAN: a discriminator on generated + real images, then the generator.
 
-    The discriminator learns labels 1 (generated) and 0 (real) with
-    ``label_noise * U[0, 1)`` added; the generator learns to make the
-    discriminator say 0 ("real"). Data is ``images`` or ``(images, labels)``;
-    labels are ignored. ``model(z)`` / ``predict(z)`` map latent vectors to images.
+    By default the discriminator learns labels 1 (generated) and 0 (real) with
+    ``label_noise * U[0, 1)`` added, through the loss given to ``compile()``; the
+    generator learns to make it say 0 ("real"). Data is ``images`` or
+    ``(images, labels)``; labels are used only with ``num_classes``.
+    ``model(z)`` / ``predict(z)`` map latent vectors to images (with
+    ``num_classes``: ``{"z": z, "label": labels}``; with ``ema_decay``: through
+    the generator's averaged weights). ``config={"preset": "recommended"}`` is
+    the configuration to start from (``stepkit info gan`` lists the presets).
 
     Example::
 
@@ -80,6 +65,13 @@ class GAN(Step):
     generative = True
     # 16: twice the updates per epoch of 32 on the small default data; clearer digits.
     default_batch_size = 16
+    presets = PRESETS
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        c = self.config
+        self.penalties = Penalties(c.r1_gamma, c.r2_gamma, c.gp_lambda, c.penalty_every)
+        self.ema = WeightAverage(c.ema_decay) if c.ema_decay is not None else None
 
     def default_optimizers(self):
         return {"generator": keras.optimizers.Adam(3e-4),
@@ -87,6 +79,8 @@ class GAN(Step):
 
     def default_loss(self):
         return keras.losses.BinaryCrossentropy(from_logits=True)
+
+    # ------------------------------------------------------------ data and networks
 
     def check_data(self, batch: Batch) -> None:
         ok = batch.x is not None and not isinstance(batch.x, list | tuple | dict)
@@ -96,6 +90,20 @@ class GAN(Step):
                 f"or (images, labels). Received a batch with {batch.describe()}."
             )
         StepContext.fail_on_sample_weight(self, batch)
+        y = batch.y
+        if self.config.num_classes and (y is None or isinstance(y, list | tuple | dict)
+                                        or "int" not in str(y.dtype)):
+            raise DataStructureError(
+                f"Step {self.name!r} with num_classes={self.config.num_classes} trains on "
+                "(images, integer labels in [0, num_classes)): pass fit(images, labels). "
+                f"Received a batch with {batch.describe()} "
+                f"(labels of dtype {getattr(y, 'dtype', None)})."
+            )
+        if self.config.augment and keras.config.image_data_format() == "channels_first":
+            raise DataStructureError(
+                "The gan step's DiffAugment ('augment') takes channels-last images; Keras' "
+                "image_data_format is 'channels_first'. Set it to 'channels_last', or set "
+                "augment=''.")
 
     def default_networks(self, batch: Batch, missing):
         shape = tuple(batch.x.shape[1:])
@@ -105,47 +113,172 @@ class GAN(Step):
                 f"channels) with height and width divisible by 4. Received images of shape "
                 f"{shape}. Pass your own networks={{'generator': ..., 'discriminator': ...}}."
             )
-        made = {"generator": dcgan_generator(self.config.latent_dim, shape),
-                "discriminator": dcgan_discriminator(shape)}
+        c = self.config
+        made = default_networks(c.loss, c.latent_dim, shape, c.num_classes)
         return {role: made[role] for role in missing}
 
+    def _label_spec(self) -> Any:
+        return keras.KerasTensor((None,), dtype="int32")
+
     def build_inputs(self, batch: Batch):
-        return {"generator": self.call_spec(batch), "discriminator": batch.x}
+        images = batch.x
+        if self.config.num_classes:
+            images = {"image": batch.x, "label": self._label_spec()}
+        return {"generator": self.call_spec(batch), "discriminator": images}
 
     def call_spec(self, batch: Batch):
-        return keras.KerasTensor((None, self.config.latent_dim))
+        z = keras.KerasTensor((None, self.config.latent_dim))
+        return {"z": z, "label": self._label_spec()} if self.config.num_classes else z
 
-    def _losses(self, ctx: StepContext, real, training: bool):
-        g, d = ctx.networks["generator"], ctx.networks["discriminator"]
+    def sample_inputs(self, n: int, seed: int) -> Any:
+        classes = self.config.num_classes
+        if not classes:
+            return super().sample_inputs(n, seed)
+        per_class = max(1, n // classes)  # one class per grid row
+        z = np.random.default_rng(seed).standard_normal((per_class * classes,
+                                                         self.config.latent_dim))
+        labels = np.repeat(np.arange(classes, dtype="int32"), per_class)
+        return {"z": z.astype("float32"), "label": labels}
+
+    def sample_grid_columns(self, n: int) -> int | None:
+        classes = self.config.num_classes
+        return max(1, n // classes) if classes else None
+
+    def build_state(self, ctx: StepContext) -> None:
+        if self.ema is not None:
+            self.ema.build(ctx, ctx.networks["generator"], "generator_ema")
+
+    def call(self, ctx: StepContext, inputs: Any, training: bool = False) -> Any:
+        if self.config.num_classes:
+            if isinstance(inputs, list | tuple):
+                inputs = dict(zip(("z", "label"), inputs, strict=True))
+            inputs = {"z": inputs["z"], "label": self._labels(inputs["label"])}
+        generator = ctx.networks["generator"]
+        if self.ema is not None and not training:
+            return self.ema.call(generator, inputs)
+        return generator(inputs, training=training)
+
+    # ------------------------------------------------------------ pieces of a step
+
+    @staticmethod
+    def _labels(y: Any) -> Any:
+        return ops.reshape(ops.cast(y, "int32"), (-1,))
+
+    def _unpack(self, ctx: StepContext, data: Any) -> tuple[Any, Any]:
+        real, y, _ = ctx.unpack(data)
+        return real, (self._labels(y) if self.config.num_classes else None)
+
+    def _generate(self, ctx: StepContext, z: Any, labels: Any, training: bool) -> Any:
+        g = ctx.networks["generator"]
+        return g(z if labels is None else {"z": z, "label": labels}, training=training)
+
+    def _critic(self, ctx: StepContext, labels: Any, training: bool = True):
+        """images -> the discriminator's logits (after DiffAugment in training)."""
+        d, policy = ctx.networks["discriminator"], self.config.augment
+
+        def critic(x):
+            if training and policy:
+                x = diff_augment(x, policy, ctx.uniform)
+            return d(x if labels is None else {"image": x, "label": labels}, training=training)
+
+        return critic
+
+    def _slices(self, real: Any, labels: Any) -> list[tuple[Any, Any]]:
+        """The (images, labels) of each discriminator update (see ``n_dis_batches``)."""
+        k = self.config.n_dis
+        if k == 1 or self.config.n_dis_batches == "same":
+            return [(real, labels)] * k
+        n = StepContext.batch_size(real)
+        if isinstance(n, int):
+            size = max(n // k, 1)
+            starts = [min(i * size, n - size) for i in range(k)]
+        else:  # a batch size known only when the step runs (TensorFlow graphs)
+            size = ops.maximum(n // k, 1)
+            starts = [ops.minimum(i * size, n - size) for i in range(k)]
+        return [(real[s:s + size], None if labels is None else labels[s:s + size])
+                for s in starts]
+
+    def build(self, ctx: StepContext, batch: Batch) -> None:
+        super().build(ctx, batch)
+        if ctx.model.compiled:  # fit() and evaluate() build first, eagerly
+            self._check_compile(ctx)
+
+    def _check_compile(self, ctx: StepContext) -> None:
+        """Refuse a compile() loss the config ignores or cannot use (eagerly, at build)."""
+        c = self.config
+        if c.loss != "bce":
+            given = (ctx.model.get_compile_config() or {}).get("loss")
+            if given is not None:
+                raise ConfigError(
+                    f"Step {self.name!r} with loss={c.loss!r} computes its own loss, so "
+                    f"compile(loss=...) would be ignored. Received: compile(loss={given!r}). "
+                    "Remove loss= from compile(), or set loss='bce' to use it.")
+        elif c.label_noise:
+            try:  # targets reach 1 + label_noise: torch's probability-form BCE refuses them
+                ctx.loss(ops.full((1, 1), 1.0 + c.label_noise), ops.full((1, 1), 0.5))
+            except Exception as e:  # noqa: BLE001 - whatever the backend raises
+                raise ConfigError(
+                    f"Step {self.name!r}: label_noise={c.label_noise} makes the "
+                    f"discriminator's targets reach {1.0 + c.label_noise}, and the loss given "
+                    f"to compile() refuses targets above 1 on the {keras.backend.backend()} "
+                    f"backend ({type(e).__name__}: {str(e)[:120]}). Fix: compile() without "
+                    "loss= (BinaryCrossentropy(from_logits=True), on a discriminator that "
+                    "ends in logits), or set label_noise=0."
+                ) from e
+
+    def _train_discriminator(self, ctx: StepContext, real: Any, labels: Any) -> tuple:
+        """One discriminator update on ``real``; returns (loss, batch size, generated)."""
+        c, penalties = self.config, self.penalties
         n = ctx.batch_size(real)
-        z = ctx.normal((n, self.config.latent_dim))
-        fake = ops.cast(g(z, training=training), real.dtype)
-        combined = ops.concatenate([fake, real], axis=0)
-        labels = ops.concatenate([ops.ones((n, 1)), ops.zeros((n, 1))], axis=0)
-        if training and self.config.label_noise:
-            labels = labels + self.config.label_noise * ctx.uniform(ops.shape(labels))
+        z = ctx.normal((n, c.latent_dim))
+        fake = ops.cast(self._generate(ctx, z, labels, training=True), real.dtype)
+        targets = (generated_labels(ctx, n, n, c.label_noise, c.label_smoothing, True)
+                   if c.loss in WITH_TARGETS else None)
+        eager = penalties.active and not penalties.lazy
+        alpha = penalties.draw(ctx, real) if eager else None
+        both = None if labels is None else ops.concatenate([labels, labels], axis=0)
+        critic = self._critic(ctx, labels)
 
-        def d_loss_fn():
-            return ctx.loss(labels, d(combined, training=training))
+        def loss_fn():
+            logits = self._critic(ctx, both)(ops.concatenate([fake, real], axis=0))
+            loss = discriminator_loss(c.loss, ctx, logits, targets, n)
+            if eager:
+                loss = loss + ops.cast(penalties.total(ctx, critic, real, fake, alpha),
+                                       loss.dtype)
+            return loss
 
-        z2 = ctx.normal((n, self.config.latent_dim))
-        misleading = ops.zeros((n, 1))
-
-        def g_loss_fn():
-            return ctx.loss(misleading, d(g(z2, training=training), training=training))
-
-        return n, d_loss_fn, g_loss_fn
+        return ctx.minimize("discriminator", loss_fn), n, fake
 
     def train_step(self, ctx: StepContext, data) -> None:
-        real, _, _ = ctx.unpack(data)
-        n, d_loss_fn, g_loss_fn = self._losses(ctx, real, training=True)
-        d_loss = ctx.minimize("discriminator", d_loss_fn)
-        g_loss = ctx.minimize("generator", g_loss_fn)
-        ctx.track("d_loss", d_loss, n)
+        real, labels = self._unpack(ctx, data)
+        slices = self._slices(real, labels)
+        done = [self._train_discriminator(ctx, r, y) for r, y in slices]
+        if self.penalties.lazy:  # on the last update's images
+            (last_real, last_labels), fake = slices[-1], done[-1][2]
+            self.penalties.lazy_update(ctx, self._critic(ctx, last_labels), last_real, fake)
+        n = ctx.batch_size(real)
+        z = ctx.normal((n, self.config.latent_dim))
+        critic = self._critic(ctx, labels)
+        g_loss = ctx.minimize("generator", lambda: generator_loss(
+            self.config.loss, ctx, critic(self._generate(ctx, z, labels, training=True))))
+        if self.ema is not None:
+            self.ema.update(ctx.iterations)
+        for d_loss, size, _ in done:
+            ctx.track("d_loss", d_loss, size)
         ctx.track("g_loss", g_loss, n)
 
     def test_step(self, ctx: StepContext, data) -> None:
-        real, _, _ = ctx.unpack(data)
-        n, d_loss_fn, g_loss_fn = self._losses(ctx, real, training=False)
-        ctx.track("d_loss", d_loss_fn() + ctx.regularization_loss("discriminator"), n)
-        ctx.track("g_loss", g_loss_fn() + ctx.regularization_loss("generator"), n)
+        c = self.config
+        real, labels = self._unpack(ctx, data)
+        n = ctx.batch_size(real)
+        z = ctx.normal((n, c.latent_dim))
+        fake = ops.cast(self._generate(ctx, z, labels, training=False), real.dtype)
+        targets = generated_labels(ctx, n, n, c.label_noise, c.label_smoothing, False)
+        both = None if labels is None else ops.concatenate([labels, labels], axis=0)
+        logits = self._critic(ctx, both, training=False)(ops.concatenate([fake, real], axis=0))
+        d_loss = discriminator_loss(c.loss, ctx, logits, targets, n)
+        z2 = ctx.normal((n, c.latent_dim))
+        made = self._generate(ctx, z2, labels, training=False)
+        g_loss = generator_loss(c.loss, ctx, self._critic(ctx, labels, training=False)(made))
+        ctx.track("d_loss", d_loss + ctx.regularization_loss("discriminator"), n)
+        ctx.track("g_loss", g_loss + ctx.regularization_loss("generator"), n)

@@ -1,0 +1,82 @@
+"""The adversarial losses of the ``gan`` step, on the discriminator's logits.
+
+``bce`` is the Keras guide's form (the step's default): the discriminator learns
+the label 1 for generated and 0 for real images through the loss given to
+``compile()`` (by default ``BinaryCrossentropy(from_logits=True)``), and the
+generator learns the label 0. The other forms are the standard definitions, on
+logits ``d`` where a high value means "real":
+
+- ``hinge`` (Lim and Ye 2017; Miyato et al. 2018, SNGAN; Brock et al. 2019, BigGAN):
+  ``L_D = E[relu(1 - d_real)] + E[relu(1 + d_fake)]``, ``L_G = -E[d_fake]``;
+- ``least-squares`` (Mao et al. 2017, LSGAN, with the codes a=0, b=c=1):
+  ``L_D = 1/2 E[(d_real - 1)^2] + 1/2 E[d_fake^2]``, ``L_G = 1/2 E[(d_fake - 1)^2]``;
+- ``wasserstein`` (Arjovsky et al. 2017; Gulrajani et al. 2017):
+  ``L_D = E[d_fake] - E[d_real]``, ``L_G = -E[d_fake]``.
+
+Label noise (the guide's trick) and one-sided label smoothing (Salimans et al.
+2016) change the targets of the forms that have targets (``bce``,
+``least-squares``): in the guide's coding (1 = generated) a target is
+``label + label_noise * U[0, 1)``, where a real image's label is
+``label_smoothing`` instead of 0; ``least-squares`` aims its "real" score at
+1 minus that target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keras import ops
+
+LOSSES = ("bce", "hinge", "least-squares", "wasserstein")
+WITH_TARGETS = ("bce", "least-squares")
+
+
+def generated_labels(ctx: Any, n_fake: Any, n_real: Any, label_noise: float,
+                     label_smoothing: float, training: bool) -> Any:
+    """``(n_fake + n_real, 1)`` targets in the guide's coding: generated first, then real.
+
+    Generated images have the label 1, real ones ``label_smoothing`` (in training;
+    0 otherwise); ``label_noise * U[0, 1)`` is added in training.
+    """
+    real = ops.zeros((n_real, 1))
+    if training and label_smoothing:
+        real = real + label_smoothing
+    labels = ops.concatenate([ops.ones((n_fake, 1)), real], axis=0)
+    if training and label_noise:
+        labels = labels + label_noise * ctx.uniform(ops.shape(labels))
+    return labels
+
+
+def _f32(x: Any) -> Any:
+    return ops.cast(x, "float32")
+
+
+def discriminator_loss(kind: str, ctx: Any, logits: Any, labels: Any, n_fake: Any) -> Any:
+    """The discriminator's loss on ``logits`` of ``[generated; real]`` images.
+
+    ``labels`` (from :func:`generated_labels`) are used by the forms with targets.
+    """
+    if kind == "bce":
+        return ctx.loss(labels, logits)
+    fake, real = _f32(logits[:n_fake]), _f32(logits[n_fake:])
+    if kind == "hinge":
+        return ops.mean(ops.relu(1.0 - real)) + ops.mean(ops.relu(1.0 + fake))
+    if kind == "least-squares":
+        target = 1.0 - _f32(labels)  # the "real" score each image should get
+        return (0.5 * ops.mean(ops.square(real - target[n_fake:]))
+                + 0.5 * ops.mean(ops.square(fake - target[:n_fake])))
+    if kind == "wasserstein":
+        return ops.mean(fake) - ops.mean(real)
+    raise ValueError(f"Unknown GAN loss {kind!r}. Valid losses: {', '.join(LOSSES)}.")
+
+
+def generator_loss(kind: str, ctx: Any, logits: Any) -> Any:
+    """The generator's loss on the discriminator's ``logits`` of generated images."""
+    if kind == "bce":
+        return ctx.loss(ops.zeros((ops.shape(logits)[0], 1)), logits)
+    fake = _f32(logits)
+    if kind == "least-squares":
+        return 0.5 * ops.mean(ops.square(fake - 1.0))
+    if kind in ("hinge", "wasserstein"):
+        return -ops.mean(fake)
+    raise ValueError(f"Unknown GAN loss {kind!r}. Valid losses: {', '.join(LOSSES)}.")

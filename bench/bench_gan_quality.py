@@ -192,6 +192,9 @@ def main() -> int:
                 sys.stderr.write(proc.stderr[-3000:])
                 raise SystemExit(f"run {name} seed {seed} failed")
             runs.append(json.loads(lines[-1][len("RESULT "):]))
+            if not args.quick:  # what has run so far, in case a later run fails
+                partial = args.out.with_name(args.out.stem + "_partial.json")
+                partial.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
             print(f"{name} seed {seed}: FID {runs[-1]['fid']:.2f}, classes "
                   f"{runs[-1]['distinct_classes']}, {runs[-1]['epoch_seconds_median']:.1f} "
                   "s/epoch", flush=True)
@@ -200,6 +203,7 @@ def main() -> int:
     if not args.quick:
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
         args.out.with_suffix(".md").write_text(markdown(doc))
+        args.out.with_name(args.out.stem + "_partial.json").unlink(missing_ok=True)
     print(markdown(doc))
     return 0
 

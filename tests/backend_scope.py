@@ -72,6 +72,8 @@ TENSORFLOW_IN_CI_FOR_TIME = {
     "test_callbacks.py": "SampleGrid/TensorBoard callbacks",
     "test_conformance_builtin.py": "the kit on built-in steps (test_kit_backends.py: backends)",
     "test_kit_cgan.py": "the kit on a conditional GAN plugin",
+    "test_kit_gan_presets.py": "the kit on the gan presets recommended and conditional "
+                               "(22 checks, about 4 minutes of CPU)",
     "test_kit_generic.py": "the kit's generic samples",
     "test_kit_structured.py": "the kit on structured data",
     "test_kit_xfail.py": "the kit's xfail reporting",

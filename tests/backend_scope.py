@@ -60,7 +60,7 @@ BACKEND_INDEPENDENT = {
 
 # Backend-agnostic tests left to TensorFlow in CI, which must stay under 30 minutes on
 # 2 cores (the TensorFlow run alone takes about 24). Run on JAX or torch by hand with
-# STEPKIT_ALL_TESTS=1 (see the module doc); the release notes give the last such run.
+# STEPKIT_ALL_TESTS=1 (see the module doc).
 TENSORFLOW_IN_CI_FOR_TIME = {
     "test_gan.py": "28x28 DCGAN: ~16 s a step on JAX's CPU (XLA's Conv2DTranspose gradient)",
     "test_saving.py": "save/load: test_backend_portability.py covers every backend pair",

@@ -167,6 +167,9 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results_gan_quality.json")
+    p.add_argument("--continue", dest="resume", action="store_true",
+                   help="keep the runs of an interrupted benchmark (its _partial.json) and "
+                        "run the rest")
     p.add_argument("--one", nargs=2, metavar=("CONFIG", "SEED"), help=argparse.SUPPRESS)
     p.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--grid", type=Path, default=None, help=argparse.SUPPRESS)
@@ -178,8 +181,13 @@ def main() -> int:
     if args.quick:
         args.epochs, args.seeds, args.limit = 1, [0], 64
     runs = []
+    partial = args.out.with_name(args.out.stem + "_partial.json")
+    if args.resume and partial.exists():
+        runs = [r for r in json.loads(partial.read_text())["runs"] if r["epochs"] == args.epochs]
     for seed in args.seeds:
         for name in args.configs:
+            if any(r["config"] == name and r["seed"] == seed for r in runs):
+                continue
             grid = (REPO / "docs" / "images" / f"gan_quality_{name}.png"
                     if seed == 0 and not args.quick else None)
             cmd = [sys.executable, str(Path(__file__).resolve()), "--one", name, str(seed),
@@ -193,12 +201,11 @@ def main() -> int:
                 raise SystemExit(f"run {name} seed {seed} failed")
             runs.append(json.loads(lines[-1][len("RESULT "):]))
             if not args.quick:  # what has run so far, in case a later run fails
-                partial = args.out.with_name(args.out.stem + "_partial.json")
                 partial.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
             print(f"{name} seed {seed}: FID {runs[-1]['fid']:.2f}, classes "
                   f"{runs[-1]['distinct_classes']}, {runs[-1]['epoch_seconds_median']:.1f} "
                   "s/epoch", flush=True)
-    command = "python bench/bench_gan_quality.py" + (" --quick" if args.quick else "")
+    command = " ".join(["python bench/bench_gan_quality.py", *sys.argv[1:]])
     doc = {"command": command, "machine": machine(), "runs": runs, "summary": summarise(runs)}
     if not args.quick:
         args.out.write_text(json.dumps(doc, indent=2) + "\n")

@@ -16,7 +16,9 @@ decay. ``stepkit info gan`` lists them.
   after 5 epochs, with and without cutout).
 - ``conditional``: ``recommended`` on ``(images, labels)`` of 10 classes, with a
   projection discriminator (Miyato and Koyama 2018); sample grids show one class
-  per row.
+  per row. Not yet reliable: on the digits benchmark (15 epochs, seed 0) it
+  collapsed to a single image, and the requested class was recognised in 16.9%
+  of samples (``bench/bench_gan_quality.py``).
 """
 
 from __future__ import annotations

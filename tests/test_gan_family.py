@@ -390,6 +390,34 @@ def test_ema_of_the_generator_is_the_hand_computed_average_and_predict_uses_it(t
                                rtol=RTOL, atol=1e-6)
 
 
+class SubclassedGenerator(keras.Model):
+    """What users write: a subclassed, unbuilt generator whose call takes no ``training``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.Dense(SIDE * SIDE, activation="sigmoid")
+        self.reshape = layers.Reshape((SIDE, SIDE, 1))
+
+    def call(self, z):
+        return self.reshape(self.dense(z))
+
+
+def test_ema_predicts_through_a_subclassed_generator_without_a_training_argument():
+    keras.utils.set_random_seed(8)
+    model = StepModel({"generator": SubclassedGenerator(), "discriminator": critic()},
+                      step="gan", config={"latent_dim": LATENT, "ema_decay": 0.5}, seed=1)
+    model.compile(optimizer={r: keras.optimizers.SGD(LR) for r in GAN.roles})
+    model.fit(np.concatenate([real_images(0), real_images(1)]), batch_size=N, epochs=1,
+              verbose=0)
+    z = np.random.default_rng(5).standard_normal((4, LATENT)).astype("float32")
+    averaged = SubclassedGenerator()
+    averaged(z)
+    averaged.set_weights(shadows(model))
+    np.testing.assert_allclose(model.predict(z, verbose=0), averaged.predict(z, verbose=0),
+                               rtol=RTOL, atol=1e-6)
+    assert not np.allclose(shadows(model)[0], weights(model.generator)[0])
+
+
 # ---------------------------------------------------------------- class conditioning
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 from keras import ops
 
 
@@ -66,11 +67,11 @@ class WeightAverage:
     def call(self, network: Any, inputs: Any, training: bool = False) -> Any:
         """``network(inputs)`` with the averaged weights in place of the trained ones.
 
-        Runs ``network.stateless_call``, so nothing is assigned (JAX traces it too).
+        Runs the network's ``__call__`` inside a ``keras.StatelessScope`` that maps
+        each weight to its shadow, so nothing is assigned (JAX traces it too), and
+        ``training`` reaches only networks whose ``call`` takes it, as in any Keras
+        call (``stateless_call`` would pass it to every subclassed ``call``).
         """
-        averaged = {id(w): s for w, s in self.pairs}
-        trainable = [averaged[id(w)].value if id(w) in averaged else w.value
-                     for w in network.trainable_variables]
-        non_trainable = [w.value for w in network.non_trainable_variables]
-        outputs, _ = network.stateless_call(trainable, non_trainable, inputs, training=training)
-        return outputs
+        mapping = [(weight, shadow.value) for weight, shadow in self.pairs]
+        with keras.StatelessScope(state_mapping=mapping):
+            return network(inputs, training=training)

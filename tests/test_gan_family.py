@@ -82,7 +82,8 @@ def grad(fn, values):
         with tf.GradientTape() as tape:
             tape.watch(values)
             out = fn(values)
-        return [None if g is None else np.asarray(g) for g in tape.gradient(out, values)]
+        return [None if g is None else np.asarray(tf.convert_to_tensor(g))  # IndexedSlices too
+                for g in tape.gradient(out, values)]
     if BACKEND == "jax":
         import jax
 
@@ -421,7 +422,8 @@ def test_ema_predicts_through_a_subclassed_generator_without_a_training_argument
 # ---------------------------------------------------------------- class conditioning
 
 
-def conditional_gan(**config):
+def conditional_gan(classifier=False, **config):
+    """A conditional GAN; with ``classifier`` its discriminator also returns class logits."""
     keras.utils.set_random_seed(6)
     z, label = keras.Input((LATENT,), name="z"), keras.Input((), dtype="int32", name="label")
     generator = keras.Model({"z": z, "label": label}, LearnedImage(CLASSES)(
@@ -429,8 +431,11 @@ def conditional_gan(**config):
     image, d_label = keras.Input((SIDE, SIDE, 1), name="image"), keras.Input(
         (), dtype="int32", name="label")
     h = layers.Concatenate()([layers.Flatten()(image), layers.Embedding(CLASSES, 2)(d_label)])
-    logit = layers.Dense(1)(layers.Dense(6, activation="tanh")(h))
-    discriminator = keras.Model({"image": image, "label": d_label}, logit)
+    h = layers.Dense(6, activation="tanh")(h)
+    out = layers.Dense(1)(h)
+    if classifier:
+        out = {"logit": out, "classes": layers.Dense(CLASSES)(h)}
+    discriminator = keras.Model({"image": image, "label": d_label}, out)
     model = StepModel({"generator": generator, "discriminator": discriminator}, step="gan",
                       config={"latent_dim": LATENT, "num_classes": CLASSES, **config}, seed=1)
     model.compile(optimizer={r: keras.optimizers.SGD(LR) for r in GAN.roles})
@@ -463,6 +468,50 @@ def test_a_conditional_gan_trains_on_labels_and_predicts_each_class(tmp_path):
     assert picture.shape[:2] == (2 * (3 * 9 + 1), 2 * (2 * 9 + 1))
 
 
+def test_the_auxiliary_classifier_adds_ac_gans_cross_entropy_to_both_losses():
+    weight = 0.5
+    model = conditional_gan(classifier=True, loss="hinge", label_noise=0.0,
+                            classifier_weight=weight)
+    real, labels = real_images(), np.arange(N, dtype="int32") % CLASSES
+    g, d = model.generator, model.discriminator
+    gv, dv = weights(g), weights(d)
+
+    def cross_entropy(class_logits):  # Odena et al. 2017: -log p(c | x)
+        log_p = ops.log_softmax(class_logits, axis=-1)
+        return -ops.mean(ops.sum(ops.one_hot(labels, CLASSES) * log_p, axis=-1))
+
+    def generated(g_values):
+        return forward(g, g_values, {"z": np.zeros((N, LATENT), "float32"), "label": labels})
+
+    def d_loss(w, fake):
+        out = forward(d, w, {"image": ops.concatenate([fake, real], axis=0),
+                             "label": np.concatenate([labels, labels])})
+        hinge = adversarial("hinge", out["logit"][:N], out["logit"][N:])[0]
+        return hinge + weight * cross_entropy(out["classes"][N:])  # real images' classes
+
+    def g_loss(w, d_values):
+        out = forward(d, d_values, {"image": generated(w), "label": labels})
+        return -ops.mean(out["logit"]) + weight * cross_entropy(out["classes"])
+
+    fake = generated(gv)
+    expected_d_loss = float(d_loss(dv, fake))
+    dv = sgd(dv, lambda w: d_loss(w, fake))
+    gv = sgd(gv, lambda w: g_loss(w, dv))
+    logs = model.train_on_batch(real, labels, return_dict=True)
+    assert_all_close(weights(g) + weights(d), gv + dv)
+    np.testing.assert_allclose(logs["d_loss"], expected_d_loss, rtol=RTOL)
+
+
+def test_the_auxiliary_classifier_needs_classes_and_a_class_head():
+    with pytest.raises(ConfigError, match="classifier_weight.*num_classes is not set"):
+        structure_config(GANConfig, {"classifier_weight": 1.0}, step="gan")
+    model = conditional_gan(loss="hinge", label_noise=0.0, classifier_weight=1.0)
+    with pytest.raises(stepkit.DataStructureError) as info:
+        model.train_on_batch(real_images(), np.zeros(N, "int32"))
+    for words in ("'logit'", "'classes'", "AC-GAN", "Received: ", "classifier_weight=0"):
+        assert words in str(info.value)
+
+
 @pytest.mark.tensorflow_only("the architecture does not depend on the backend, and JAX "
                              "compiles each initializer of the convolutional networks (~15 s)")
 def test_default_networks_fit_the_loss_and_the_classes():
@@ -483,6 +532,12 @@ def test_default_networks_fit_the_loss_and_the_classes():
     assert set(generator.input) == {"z", "label"} and set(discriminator.input) == {
         "image", "label"}
     assert "Dot" in kinds(discriminator)  # the projection <embed(label), features>
+    assert discriminator.output.shape == (None, 1) and "Flatten" not in kinds(discriminator)
+    discriminator = nets(num_classes=10, classifier_weight=1.0)[1]
+    assert {k: v.shape for k, v in discriminator.output.items()} == {
+        "logit": (None, 1), "classes": (None, 10)}
+    # The classes from the flattened map (where each pattern is), the logit max-pooled.
+    assert {"Flatten", "GlobalMaxPooling2D"} <= kinds(discriminator)
 
 
 # ---------------------------------------------------------------- settings

@@ -25,6 +25,7 @@ from stepkit.metrics import (
     feature_statistics,
     frechet_distance,
     inception_features,
+    intra_class_frechet_distance,
     kernel_distance,
 )
 from stepkit.metrics import digits as shipped
@@ -87,6 +88,27 @@ def test_fid_of_gaussians_with_full_covariances_equals_the_closed_form():
     np.testing.assert_allclose(float(fid.result()), sqrtm_reference(mu1, s1, mu2, s3), rtol=1e-3)
     np.testing.assert_allclose(frechet_distance(mu1, s1, mu2, s3),
                                sqrtm_reference(mu1, s1, mu2, s3), rtol=1e-6)
+
+
+def test_intra_class_fid_is_the_mean_of_each_class_closed_form_and_sees_collapse():
+    mu = {0: np.zeros(3), 1: np.full(3, 4.0)}
+    real = np.concatenate([with_moments(200, mu[c], np.eye(3), seed=c) for c in (0, 1)])
+    real_labels = np.repeat([0, 1], 200)
+    shift = np.array([1.0, 0.0, 0.0])  # class 0 generated off by 1 (FID 1), class 1 exact
+    made = np.concatenate([with_moments(150, mu[0] + shift, np.eye(3), seed=5),
+                           with_moments(150, mu[1], np.eye(3), seed=6)])
+    made_labels = np.repeat([0, 1], 150)
+    np.testing.assert_allclose(intra_class_frechet_distance(real, real_labels, made, made_labels),
+                               (1.0 + 0.0) / 2, rtol=1e-6, atol=1e-9)
+    # One image per class (variance 1e-6 around each class mean): the intra-class FID is
+    # the variance lost, Tr(I_3) = 3 in each class.
+    collapsed = np.concatenate([mu[c] + 1e-3 * RNG.normal(size=(150, 3)) for c in (0, 1)])
+    intra = intra_class_frechet_distance(real, real_labels, collapsed, made_labels)
+    np.testing.assert_allclose(intra, 3.0, rtol=0.01)
+    with pytest.raises(ValueError, match="class 1 has 200 real and 1 generated"):
+        intra_class_frechet_distance(real, real_labels, made[:151], made_labels[:151])
+    with pytest.raises(ValueError, match="400 real rows with 399 labels"):
+        intra_class_frechet_distance(real, real_labels[1:], made, made_labels)
 
 
 def test_fid_does_not_depend_on_the_batches():

@@ -8,7 +8,8 @@
 - feature extractors: the small digits classifier shipped with stepkit
   (:class:`DigitsClassifier`, :func:`digits_features`) and InceptionV3
   (:func:`inception_features`, only from weights already on disk);
-- :func:`class_recognition_rate` and :func:`distinct_classes` (mode collapse).
+- :func:`class_recognition_rate` and :func:`distinct_classes` (mode collapse);
+  :func:`intra_class_frechet_distance` (intra-FID: collapse within a class).
 
 Example::
 
@@ -29,7 +30,12 @@ from stepkit.metrics.features import (
     get_feature_extractor,
     inception_features,
 )
-from stepkit.metrics.frechet import FrechetDistance, feature_statistics, frechet_distance
+from stepkit.metrics.frechet import (
+    FrechetDistance,
+    feature_statistics,
+    frechet_distance,
+    intra_class_frechet_distance,
+)
 from stepkit.metrics.kernel import KernelDistance, kernel_distance, mmd2_unbiased
 from stepkit.metrics.recognition import (
     class_recognition_rate,
@@ -53,6 +59,7 @@ __all__ = [
     "frechet_distance",
     "get_feature_extractor",
     "inception_features",
+    "intra_class_frechet_distance",
     "kernel_distance",
     "mmd2_unbiased",
     "recognised_classes",

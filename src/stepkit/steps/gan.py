@@ -24,6 +24,7 @@ from stepkit.steps.gan_config import GANConfig
 from stepkit.steps.gan_ema import WeightAverage
 from stepkit.steps.gan_losses import (
     WITH_TARGETS,
+    classification_loss,
     discriminator_loss,
     generated_labels,
     generator_loss,
@@ -114,7 +115,8 @@ class GAN(Step):
                 f"{shape}. Pass your own networks={{'generator': ..., 'discriminator': ...}}."
             )
         c = self.config
-        made = default_networks(c.loss, c.latent_dim, shape, c.num_classes)
+        made = default_networks(c.loss, c.latent_dim, shape, c.num_classes,
+                                classifier=bool(c.classifier_weight))
         return {role: made[role] for role in missing}
 
     def _label_spec(self) -> Any:
@@ -172,16 +174,31 @@ class GAN(Step):
         g = ctx.networks["generator"]
         return g(z if labels is None else {"z": z, "label": labels}, training=training)
 
+    def _discriminate(self, ctx: StepContext, x: Any, labels: Any,
+                      training: bool = True) -> tuple[Any, Any]:
+        """images -> (logits, class logits or None), after DiffAugment in training."""
+        if training and self.config.augment:
+            x = diff_augment(x, self.config.augment, ctx.uniform)
+        out = ctx.networks["discriminator"](
+            x if labels is None else {"image": x, "label": labels}, training=training)
+        if not self.config.classifier_weight:
+            return out, None
+        if not isinstance(out, dict) or set(out) != {"logit", "classes"}:
+            got = sorted(out) if isinstance(out, dict) else type(out).__name__
+            raise DataStructureError(
+                f"Step {self.name!r} with classifier_weight={self.config.classifier_weight} "
+                "needs a discriminator that returns {'logit': (batch, 1), 'classes': (batch, "
+                f"num_classes)}} (AC-GAN). Received: {got}. Give the discriminator a class "
+                "head, use the default networks, or set classifier_weight=0.")
+        return out["logit"], out["classes"]
+
     def _critic(self, ctx: StepContext, labels: Any, training: bool = True):
         """images -> the discriminator's logits (after DiffAugment in training)."""
-        d, policy = ctx.networks["discriminator"], self.config.augment
+        return lambda x: self._discriminate(ctx, x, labels, training)[0]
 
-        def critic(x):
-            if training and policy:
-                x = diff_augment(x, policy, ctx.uniform)
-            return d(x if labels is None else {"image": x, "label": labels}, training=training)
-
-        return critic
+    def _classification(self, labels: Any, class_logits: Any) -> Any:
+        """The auxiliary classifier's weighted loss."""
+        return self.config.classifier_weight * classification_loss(labels, class_logits)
 
     def _slices(self, real: Any, labels: Any) -> list[tuple[Any, Any]]:
         """The (images, labels) of each discriminator update (see ``n_dis_batches``)."""
@@ -240,8 +257,11 @@ class GAN(Step):
         critic = self._critic(ctx, labels)
 
         def loss_fn():
-            logits = self._critic(ctx, both)(ops.concatenate([fake, real], axis=0))
+            logits, classes = self._discriminate(ctx, ops.concatenate([fake, real], axis=0),
+                                                 both)
             loss = discriminator_loss(c.loss, ctx, logits, targets, n)
+            if classes is not None:  # the classifier learns from real images only
+                loss = loss + ops.cast(self._classification(labels, classes[n:]), loss.dtype)
             if eager:
                 loss = loss + ops.cast(penalties.total(ctx, critic, real, fake, alpha),
                                        loss.dtype)
@@ -258,9 +278,16 @@ class GAN(Step):
             self.penalties.lazy_update(ctx, self._critic(ctx, last_labels), last_real, fake)
         n = ctx.batch_size(real)
         z = ctx.normal((n, self.config.latent_dim))
-        critic = self._critic(ctx, labels)
-        g_loss = ctx.minimize("generator", lambda: generator_loss(
-            self.config.loss, ctx, critic(self._generate(ctx, z, labels, training=True))))
+
+        def g_loss_fn():
+            made = self._generate(ctx, z, labels, training=True)
+            logits, classes = self._discriminate(ctx, made, labels)
+            loss = generator_loss(self.config.loss, ctx, logits)
+            if classes is not None:
+                loss = loss + ops.cast(self._classification(labels, classes), loss.dtype)
+            return loss
+
+        g_loss = ctx.minimize("generator", g_loss_fn)
         if self.ema is not None:
             self.ema.update(ctx.iterations)
         for d_loss, size, _ in done:
@@ -275,10 +302,16 @@ class GAN(Step):
         fake = ops.cast(self._generate(ctx, z, labels, training=False), real.dtype)
         targets = generated_labels(ctx, n, n, c.label_noise, c.label_smoothing, False)
         both = None if labels is None else ops.concatenate([labels, labels], axis=0)
-        logits = self._critic(ctx, both, training=False)(ops.concatenate([fake, real], axis=0))
+        logits, classes = self._discriminate(ctx, ops.concatenate([fake, real], axis=0), both,
+                                             training=False)
         d_loss = discriminator_loss(c.loss, ctx, logits, targets, n)
+        if classes is not None:
+            d_loss = d_loss + ops.cast(self._classification(labels, classes[n:]), d_loss.dtype)
         z2 = ctx.normal((n, c.latent_dim))
         made = self._generate(ctx, z2, labels, training=False)
-        g_loss = generator_loss(c.loss, ctx, self._critic(ctx, labels, training=False)(made))
+        logits, classes = self._discriminate(ctx, made, labels, training=False)
+        g_loss = generator_loss(c.loss, ctx, logits)
+        if classes is not None:
+            g_loss = g_loss + ops.cast(self._classification(labels, classes), g_loss.dtype)
         ctx.track("d_loss", d_loss + ctx.regularization_loss("discriminator"), n)
         ctx.track("g_loss", g_loss + ctx.regularization_loss("generator"), n)

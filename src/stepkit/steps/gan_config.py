@@ -48,6 +48,15 @@ def _check_penalty_every(config: GANConfig, attribute: attrs.Attribute, every: i
             "gp_lambda are 0): set one of them, or leave penalty_every at 1.")
 
 
+def _check_classifier(config: GANConfig, attribute: attrs.Attribute, weight: float) -> None:
+    """an auxiliary classifier needs classes"""
+    if weight and not config.num_classes:
+        raise ValueError(
+            f"'classifier_weight' is {weight}, but num_classes is not set: the auxiliary "
+            "classifier (AC-GAN) predicts class labels. Set num_classes (and train on "
+            "(images, labels)), or leave classifier_weight at 0.")
+
+
 def _weight(default: float = 0.0) -> float:
     return attrs.field(default=default, converter=float, validator=v.ge(0.0))
 
@@ -84,6 +93,12 @@ class GANConfig:
             decay is min(ema_decay, (1 + t) / (10 + t)), as in TensorFlow's EMA.
         num_classes: train on (images, integer labels) with class-conditional
             networks; predict() takes {'z': latent vectors, 'label': labels}.
+        classifier_weight: weight of an auxiliary classifier's loss (AC-GAN, Odena
+            et al. 2017; needs num_classes; 0: off): the discriminator also
+            predicts the class of real images (cross-entropy times this weight),
+            and the generator is trained to make its images classified as the
+            class asked for. The discriminator then returns {'logit': (batch, 1),
+            'classes': (batch, num_classes)}.
     """
 
     latent_dim: int = attrs.field(default=128, validator=[v.instance_of(int), v.gt(0)])
@@ -103,3 +118,5 @@ class GANConfig:
                                           validator=v.optional([v.gt(0.0), v.lt(1.0)]))
     num_classes: int | None = attrs.field(
         default=None, validator=v.optional([v.instance_of(int), v.ge(2)]))
+    classifier_weight: float = attrs.field(default=0.0, converter=float,
+                                           validator=[v.ge(0.0), _check_classifier])

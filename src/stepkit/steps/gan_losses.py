@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 from keras import ops
 
 LOSSES = ("bce", "hinge", "least-squares", "wasserstein")
@@ -80,3 +81,13 @@ def generator_loss(kind: str, ctx: Any, logits: Any) -> Any:
     if kind in ("hinge", "wasserstein"):
         return -ops.mean(fake)
     raise ValueError(f"Unknown GAN loss {kind!r}. Valid losses: {', '.join(LOSSES)}.")
+
+
+def classification_loss(labels: Any, class_logits: Any) -> Any:
+    """The auxiliary classifier's loss (AC-GAN, Odena et al. 2017): mean cross-entropy.
+
+    ``labels``: integer classes, shape ``(batch,)``; ``class_logits``: ``(batch,
+    num_classes)``. Computed in float32.
+    """
+    return ops.mean(keras.losses.sparse_categorical_crossentropy(
+        labels, _f32(class_logits), from_logits=True))

@@ -66,13 +66,18 @@ def _generator_body(h: Any, shape: tuple[int, int, int]) -> Any:
     return layers.Conv2D(c, (7, 7), padding="same", activation="sigmoid")(h)
 
 
-def _features(image: Any, spectral_norm: bool) -> Any:
-    """The guide's discriminator up to its pooled 128 features."""
+def _convolutions(image: Any, spectral_norm: bool) -> Any:
+    """The guide's discriminator up to its last feature map."""
     h = image
     for filters in (64, 128):
         h = _sn(layers.Conv2D(filters, (3, 3), strides=(2, 2), padding="same"), spectral_norm)(h)
         h = layers.LeakyReLU(negative_slope=0.2)(h)
-    return layers.GlobalMaxPooling2D()(h)
+    return h
+
+
+def _features(image: Any, spectral_norm: bool) -> Any:
+    """The guide's discriminator up to its max-pooled 128 features."""
+    return layers.GlobalMaxPooling2D()(_convolutions(image, spectral_norm))
 
 
 def discriminator(shape: tuple[int, int, int], spectral_norm: bool = False) -> keras.Model:
@@ -96,29 +101,44 @@ def conditional_generator(latent_dim: int, num_classes: int,
 
 
 def projection_discriminator(shape: tuple[int, int, int], num_classes: int,
-                             spectral_norm: bool = False) -> keras.Model:
-    """``{"image", "label"}`` to ``dense(features) + <embed(label), features>`` (one logit)."""
+                             spectral_norm: bool = False, classifier: bool = False) -> keras.Model:
+    """``{"image", "label"}`` to ``dense(features) + <embed(label), features>`` (one logit).
+
+    ``classifier``: also an auxiliary classifier's class logits (AC-GAN, Odena et
+    al. 2017), from the last feature map flattened; the model then returns
+    ``{"logit": (batch, 1), "classes": (batch, num_classes)}``. Flattened, not
+    max-pooled: global pooling keeps which local patterns occur but not where, and
+    on the digits a classifier on the pooled features reached 38% accuracy after
+    two epochs, 92% on the flattened ones. (The logit keeps the pooled features: a
+    projection on the flattened ones made the discriminator win outright.)
+    """
     image, label = keras.Input(shape=shape, name="image"), label_input()
-    features = _features(image, spectral_norm)
+    maps = _convolutions(image, spectral_norm)
+    features = layers.GlobalMaxPooling2D()(maps)
     logit = _sn(layers.Dense(1), spectral_norm)(features)
     # Not spectrally normalised: keras.layers.SpectralNormalization(Embedding) leaves the
     # embeddings without gradient on TensorFlow (Keras 3.15), so they would never train.
-    embedded = layers.Embedding(num_classes, 128)(label)
+    embedded = layers.Embedding(num_classes, features.shape[-1])(label)
     logit = layers.Add()([logit, layers.Dot(axes=1)([embedded, features])])
+    if classifier:
+        classes = _sn(layers.Dense(num_classes), spectral_norm)(layers.Flatten()(maps))
+        logit = {"logit": logit, "classes": classes}
     return keras.Model({"image": image, "label": label}, logit, name="discriminator")
 
 
 def default_networks(loss: str, latent_dim: int, shape: tuple[int, int, int],
-                     num_classes: int | None) -> dict[str, keras.Model]:
+                     num_classes: int | None, classifier: bool = False) -> dict[str, keras.Model]:
     """The generator and discriminator that suit ``loss`` (and ``num_classes``, if given).
 
     ``bce`` without classes gives exactly the guide's networks; ``hinge`` gets a
-    spectrally normalised discriminator.
+    spectrally normalised discriminator; ``classifier`` adds the auxiliary
+    classifier's head to the conditional discriminator.
     """
     spectral_norm = loss == "hinge"
     if num_classes:
         return {"generator": conditional_generator(latent_dim, num_classes, shape),
-                "discriminator": projection_discriminator(shape, num_classes, spectral_norm)}
+                "discriminator": projection_discriminator(shape, num_classes, spectral_norm,
+                                                          classifier)}
     return {"generator": dcgan_generator(latent_dim, shape),
             "discriminator": discriminator(shape, spectral_norm) if spectral_norm
             else dcgan_discriminator(shape)}

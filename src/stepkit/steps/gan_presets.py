@@ -28,7 +28,7 @@ from types import MappingProxyType
 DCGAN = MappingProxyType({
     "loss": "bce", "label_noise": 0.05, "label_smoothing": 0.0, "n_dis": 1,
     "r1_gamma": 0.0, "r2_gamma": 0.0, "gp_lambda": 0.0, "penalty_every": 1, "augment": "",
-    "ema_decay": None, "num_classes": None,
+    "ema_decay": None, "num_classes": None, "classifier_weight": 0.0,
 })
 
 RECOMMENDED = MappingProxyType({
@@ -36,7 +36,7 @@ RECOMMENDED = MappingProxyType({
     "r1_gamma": 0.1, "penalty_every": 16, "ema_decay": 0.99,
 })
 
-CONDITIONAL = MappingProxyType({**RECOMMENDED, "num_classes": 10})
+CONDITIONAL = MappingProxyType({**RECOMMENDED, "num_classes": 10, "classifier_weight": 0.3})
 
 PRESETS = MappingProxyType({"dcgan": DCGAN, "recommended": RECOMMENDED,
                             "conditional": CONDITIONAL})

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from stepkit import DataStructureError, StepModel, losses
+from stepkit import ConfigError, DataStructureError, StepModel, losses
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(70, 5)).astype("float32")  # 70: a partial last batch of 16
@@ -140,6 +140,12 @@ def test_gan_accepts_a_loss_name_and_a_function():
     for loss in ("binary_crossentropy", keras.losses.hinge):
         gan = StepModel(step="gan", config={"latent_dim": 4}, seed=0)
         gan.compile(loss=loss)
+        if keras.backend.backend() == "torch" and loss == "binary_crossentropy":
+            # torch's probability-form BCE refuses the guide's noisy targets (up to 1.05):
+            # refused when fit() starts, naming both fixes.
+            with pytest.raises(ConfigError, match="loss given to compile.*label_noise=0"):
+                gan.fit(images, batch_size=16, epochs=1, verbose=0)
+            continue
         history = gan.fit(images, batch_size=16, epochs=1, verbose=0).history
         assert np.isfinite(history["d_loss"]).all()
 
@@ -287,6 +293,11 @@ def test_metrics_held_by_the_network_are_logged_like_keras():
 
 # ---------------------------------------------------------------- 7. export
 
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="Keras 3.15 exports format='tf_saved_model' from TensorFlow and JAX, not from torch "
+           "with a free batch dimension (StepModel.export says so and names the formats that "
+           "work; test_export_backends.py compares each backend's formats)")
 @pytest.mark.parametrize("step", ["supervised", "gan"])
 def test_export_serves_what_predict_returns(tmp_path, step):
     if step == "supervised":
@@ -413,6 +424,8 @@ def test_callbacks_read_the_network_attributes_through_the_model():
         gan.batches_seen  # noqa: B018  (several networks: nothing to read through)
 
 
+@pytest.mark.tensorflow_only("tf.saved_model.save takes a Keras model only on TensorFlow (as "
+                             "for keras.Model)")
 def test_tf_saved_model_save_serves_what_predict_returns(tmp_path):
     model = StepModel(Subclassed(), step="supervised")
     model.compile(optimizer="sgd", loss="mse")

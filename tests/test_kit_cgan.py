@@ -107,6 +107,11 @@ def test_stepkit_fit_draws_a_conditional_step_s_grid_one_class_per_row(site, tmp
     assert width < height  # 6 tiles across, 10 rows down (plus the epoch label)
 
 
+@pytest.mark.skipif(
+    current_backend() == "torch",
+    reason="Keras 3.15 exports format='tf_saved_model' from TensorFlow and JAX, not from torch "
+           "with a free batch dimension (StepModel.export says so and names the formats that "
+           "work; test_export_backends.py compares each backend's formats)")
 def test_a_conditional_step_exports_with_its_structured_call_spec(site, tmp_path):
     code = textwrap.dedent(f"""
         import json

@@ -209,7 +209,12 @@ class StepTrainer(PythonLoopTrainer):
         return super().fit(*args, **kwargs)
 
     def train_step(self, data: Any) -> dict[str, Any]:
-        return self._train_body(_as_tensors(data))
+        # Only a loss function records a graph (value_and_grad and input_gradients enable
+        # it), as only what runs under the tape or jax.grad is differentiated on TensorFlow
+        # and JAX: a forward pass outside ctx.minimize (a GAN's generated images for its
+        # discriminator's update) builds no graph nobody differentiates.
+        with torch.no_grad():
+            return self._train_body(_as_tensors(data))
 
     def test_step(self, data: Any) -> dict[str, Any]:
         return self._test_body(_as_tensors(data))

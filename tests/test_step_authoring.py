@@ -198,8 +198,32 @@ class TwoNetsPlugin:
         register(TwoNetsDeclared)
 
 
+class ForwardOutsideTheLoss(Step):
+    """A mistake: the network runs before ctx.minimize, so its loss has no gradient."""
+
+    name = "forward-outside-the-loss"
+    roles = ("network",)
+
+    def train_step(self, ctx, data):
+        x, y, _ = ctx.unpack(data)
+        pred = ctx.networks["network"](x, training=True)
+        loss = ctx.minimize("network", lambda: ops.mean(ops.square(pred - y)))
+        ctx.track("loss", loss, ctx.batch_size(x))
+
+    def test_step(self, ctx, data):
+        x, y, _ = ctx.unpack(data)
+        ctx.track("loss", ops.mean(ops.square(ctx.networks["network"](x) - y)),
+                  ctx.batch_size(x))
+
+
+class ForwardOutsidePlugin:
+    @stepkit.hookimpl
+    def stepkit_register_steps(self, register):
+        register(ForwardOutsideTheLoss)
+
+
 PLUGINS = {"test-step-authoring": Plugin(), "test-zero-loss": ZeroLossPlugin(),
-           "test-two-nets": TwoNetsPlugin()}
+           "test-two-nets": TwoNetsPlugin(), "test-forward-outside": ForwardOutsidePlugin()}
 
 
 @pytest.fixture(autouse=True)
@@ -211,6 +235,25 @@ def _registered():
 
 def two_nets():
     return {"encoder": keras.layers.Dense(2), "decoder": keras.layers.Dense(4)}
+
+
+def test_a_forward_pass_outside_the_loss_function_is_named_not_trained_on():
+    network = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model = StepModel(network, step="forward-outside-the-loss")
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    before = [np.array(w) for w in network.get_weights()]
+    if keras.backend.backend() == "jax":
+        # jax.grad of a loss that does not depend on the weights is zero: nothing moves
+        # (documented in docs/write-your-own-step.md), as in a hand-written JAX step.
+        model.fit(X, Y, batch_size=16, epochs=1, verbose=0)
+        for w, b in zip(network.get_weights(), before, strict=True):
+            np.testing.assert_array_equal(w, b)
+        return
+    with pytest.raises(StepDefinitionError) as info:  # TensorFlow's tape, torch's autograd
+        model.fit(X, Y, batch_size=16, epochs=1, verbose=0)
+    for words in ("'forward-outside-the-loss'", "role 'network'", "2 trainable variables",
+                  f"no gradient on {keras.backend.backend()}", "inside the loss function"):
+        assert words in str(info.value)
 
 
 def test_a_role_left_unbuilt_names_build_inputs():

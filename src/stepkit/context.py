@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from stepkit import backend, losses
-from stepkit.errors import DataStructureError, StepDefinitionError
+from stepkit.errors import DataStructureError, StepDefinitionError, no_gradient
 
 if TYPE_CHECKING:
     from stepkit.step import Batch, Step
@@ -239,7 +239,10 @@ class StepContext:
         if not variables:
             self._warn_frozen(role)
             return [], target()[1]
-        return backend.value_and_grad(target, variables)
+        grads, out = backend.value_and_grad(target, variables)
+        if all(g is None for g in grads):  # JAX gives zeros instead: nothing to see there
+            raise no_gradient(self.step.name, role, len(variables), keras.backend.backend())
+        return grads, out
 
     def apply_gradients(self, role: str, grads: Sequence[Any]) -> None:
         """Apply ``grads`` with optimizer ``role`` (unscales and skips non-finite steps).

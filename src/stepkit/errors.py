@@ -50,3 +50,13 @@ class WrapperError(StepkitError, ValueError):
 
 class WrapperStackError(WrapperError):
     """Two wrappers cannot be stacked, or not in the order given."""
+
+
+def no_gradient(step_name: str, role: str, count: int, backend: str) -> StepDefinitionError:
+    """The error for a loss that does not depend on any variable of the role it updates."""
+    return StepDefinitionError(
+        f"Step {step_name!r}: the loss given to ctx.minimize / ctx.gradients for role "
+        f"{role!r} does not depend on any of the role's {count} trainable variables (no "
+        f"gradient on {backend}). Compute the forward pass inside the loss function, e.g. "
+        "ctx.minimize(role, lambda: loss(net(x))), not before it: only what runs inside it is "
+        "differentiated, as under TensorFlow's GradientTape or jax.grad.")

@@ -49,6 +49,9 @@ def value_and_grad(fn: Callable[[], tuple[Any, Any]],
                    variables: Sequence[Any]) -> tuple[list[Any], Any]:
     """``torch.autograd.grad`` of ``fn()[0]`` w.r.t. ``variables``; unused ones get zeros.
 
+    A target that depends on none of them gives ``None`` for every variable, as
+    TensorFlow's tape does.
+
     Gradients come back laid out like their parameters, as ``loss.backward()``
     stores ``.grad``: ``autograd.grad`` returns the layout the backward op made
     (Keras' torch convolutions give permuted, non-contiguous kernel gradients),
@@ -57,6 +60,8 @@ def value_and_grad(fn: Callable[[], tuple[Any, Any]],
     with torch.enable_grad():
         target, aux = fn()
         params = [v.value for v in variables]
+        if not target.requires_grad:  # computed from none of them (the caller says so)
+            return [None] * len(params), aux
         grads = torch.autograd.grad(target, params, allow_unused=True)
     pairs = zip(grads, params, strict=True)
     return [torch.zeros_like(p) if g is None else _laid_out_like(g, p) for g, p in pairs], aux

@@ -166,6 +166,13 @@ def markdown(doc: dict) -> str:
         lines += ["", f"FID recommended / seed: {r['fid_recommended_over_seed']:.3f}; "
                   f"time per epoch recommended / seed: "
                   f"{r['epoch_time_recommended_over_seed']:.3f}."]
+    commits: dict[str, list[str]] = {}
+    for r in doc["runs"]:
+        commits.setdefault(r.get("stepkit_commit") or "not recorded", []).append(
+            f"{r['config']} {r['seed']}")
+    if len(commits) > 1:  # a run continued with --continue after a change
+        lines += ["", "Runs by stepkit commit (a run continued with `--continue`): "
+                  + "; ".join(f"{c}: {', '.join(rs)}" for c, rs in commits.items()) + "."]
     lines += ["", f"Collapse: fewer than {COLLAPSE_CLASSES} of 10 classes recognised among "
               f"{N_SAMPLES} samples by the shipped digits classifier."]
     return "\n".join(lines) + "\n"
@@ -212,7 +219,8 @@ def main() -> int:
             if proc.returncode or not lines:
                 sys.stderr.write(proc.stderr[-3000:])
                 raise SystemExit(f"run {name} seed {seed} failed")
-            runs.append(json.loads(lines[-1][len("RESULT "):]))
+            runs.append({**json.loads(lines[-1][len("RESULT "):]),
+                         "stepkit_commit": machine()["stepkit_commit"]})
             if not args.quick:  # what has run so far, in case a later run fails
                 partial.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
             print(f"{name} seed {seed}: FID {runs[-1]['fid']:.2f}, classes "

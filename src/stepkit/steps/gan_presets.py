@@ -15,10 +15,15 @@ decay. ``stepkit info gan`` lists them.
   with a spectrally normalised discriminator did worse there (16.3 and 19.8
   after 5 epochs, with and without cutout).
 - ``conditional``: ``recommended`` on ``(images, labels)`` of 10 classes, with a
-  projection discriminator (Miyato and Koyama 2018); sample grids show one class
-  per row. Not yet reliable: on the digits benchmark (15 epochs, seed 0) it
-  collapsed to a single image, and the requested class was recognised in 16.9%
-  of samples (``bench/bench_gan_quality.py``).
+  projection discriminator (Miyato and Koyama 2018) and an auxiliary
+  classifier (AC-GAN, Odena et al. 2017; ``classifier_weight=0.3``) on the
+  discriminator's flattened feature map; sample grids show one class per row.
+  On the digits benchmark (15 epochs, 3 seeds) the requested class was
+  recognised in 100% of samples; each class comes in few styles (intra-class
+  FID about 9, against 0.9 between two halves of the real images). Without the
+  classifier it collapsed to one image (16.9% recognised): the guide's
+  max-pooled features do not tell the digits apart
+  (``bench/bench_gan_quality.py``).
 """
 
 from __future__ import annotations

@@ -102,9 +102,10 @@ def run_one(name: str, seed: int, epochs: int, limit: int | None, grid: Path | N
     if name == "conditional":
         out["class_recognition"] = class_recognition_rate(samples, requested_labels(inputs))
         out["intra_fid"] = intra_class_frechet_distance(real, y, fake, requested_labels(inputs))
-        # for scale: one half of the real images against the other
-        out["intra_fid_real_halves"] = intra_class_frechet_distance(
-            real[::2], y[::2], real[1::2], y[1::2])
+        # for scale: one half of the real images against the other (2 a class at least)
+        out["intra_fid_real_halves"] = (
+            intra_class_frechet_distance(real[::2], y[::2], real[1::2], y[1::2])
+            if min(np.bincount(y[::2]).min(), np.bincount(y[1::2]).min()) >= 2 else None)
     if grid is not None:
         small = model.step.sample_inputs(100, seed=0)
         save_image_grid(np.asarray(model.predict(small, verbose=0)), grid,
@@ -140,6 +141,10 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
+def _number(value: float | None) -> str:
+    return "n/a (too few images a class)" if value is None else f"{value:.2f}"
+
+
 def markdown(doc: dict) -> str:
     s = doc["summary"]
     lines = [f"Command: `{doc['command']}`", "",
@@ -160,7 +165,7 @@ def markdown(doc: dict) -> str:
         lines += ["", "Conditional: requested class recognised in "
                   + ", ".join(f"{v:.1%}" for v in rec) + " of samples; intra-class FID "
                   + ", ".join(f"{v:.2f}" for v in intra) + " (by seed; between two halves of "
-                  f"the real images: {s['conditional']['intra_fid_real_halves']:.2f})."]
+                  f"the real images: {_number(s['conditional']['intra_fid_real_halves'])})."]
     if "ratios" in s:
         r = s["ratios"]
         lines += ["", f"FID recommended / seed: {r['fid_recommended_over_seed']:.3f}; "

@@ -196,9 +196,12 @@ class GAN(Step):
         """images -> the discriminator's logits (after DiffAugment in training)."""
         return lambda x: self._discriminate(ctx, x, labels, training)[0]
 
-    def _classification(self, labels: Any, class_logits: Any) -> Any:
-        """The auxiliary classifier's weighted loss."""
-        return self.config.classifier_weight * classification_loss(labels, class_logits)
+    def _plus_classification(self, loss: Any, labels: Any, class_logits: Any) -> Any:
+        """``loss`` plus the auxiliary classifier's weighted loss (``loss`` without one)."""
+        if class_logits is None:
+            return loss
+        term = self.config.classifier_weight * classification_loss(labels, class_logits)
+        return loss + ops.cast(term, loss.dtype)
 
     def _slices(self, real: Any, labels: Any) -> list[tuple[Any, Any]]:
         """The (images, labels) of each discriminator update (see ``n_dis_batches``)."""
@@ -260,8 +263,9 @@ class GAN(Step):
             logits, classes = self._discriminate(ctx, ops.concatenate([fake, real], axis=0),
                                                  both)
             loss = discriminator_loss(c.loss, ctx, logits, targets, n)
-            if classes is not None:  # the classifier learns from real images only
-                loss = loss + ops.cast(self._classification(labels, classes[n:]), loss.dtype)
+            # the classifier learns from real images only
+            loss = self._plus_classification(loss, labels, None if classes is None
+                                             else classes[n:])
             if eager:
                 loss = loss + ops.cast(penalties.total(ctx, critic, real, fake, alpha),
                                        loss.dtype)
@@ -282,10 +286,8 @@ class GAN(Step):
         def g_loss_fn():
             made = self._generate(ctx, z, labels, training=True)
             logits, classes = self._discriminate(ctx, made, labels)
-            loss = generator_loss(self.config.loss, ctx, logits)
-            if classes is not None:
-                loss = loss + ops.cast(self._classification(labels, classes), loss.dtype)
-            return loss
+            return self._plus_classification(generator_loss(self.config.loss, ctx, logits),
+                                             labels, classes)
 
         g_loss = ctx.minimize("generator", g_loss_fn)
         if self.ema is not None:
@@ -304,14 +306,11 @@ class GAN(Step):
         both = None if labels is None else ops.concatenate([labels, labels], axis=0)
         logits, classes = self._discriminate(ctx, ops.concatenate([fake, real], axis=0), both,
                                              training=False)
-        d_loss = discriminator_loss(c.loss, ctx, logits, targets, n)
-        if classes is not None:
-            d_loss = d_loss + ops.cast(self._classification(labels, classes[n:]), d_loss.dtype)
+        d_loss = self._plus_classification(discriminator_loss(c.loss, ctx, logits, targets, n),
+                                           labels, None if classes is None else classes[n:])
         z2 = ctx.normal((n, c.latent_dim))
         made = self._generate(ctx, z2, labels, training=False)
         logits, classes = self._discriminate(ctx, made, labels, training=False)
-        g_loss = generator_loss(c.loss, ctx, logits)
-        if classes is not None:
-            g_loss = g_loss + ops.cast(self._classification(labels, classes), g_loss.dtype)
+        g_loss = self._plus_classification(generator_loss(c.loss, ctx, logits), labels, classes)
         ctx.track("d_loss", d_loss + ctx.regularization_loss("discriminator"), n)
         ctx.track("g_loss", g_loss + ctx.regularization_loss("generator"), n)

@@ -22,6 +22,7 @@ from stepkit.config import structure_config
 from stepkit.describe import describe_step, format_step
 from stepkit.steps.gan import GAN, GANConfig
 from stepkit.steps.gan_augment import cutout, diff_augment, translation
+from stepkit.steps.gan_heads import rotate, turns_for
 from stepkit.steps.gan_presets import PRESETS
 
 BACKEND = keras.backend.backend()
@@ -422,8 +423,9 @@ def test_ema_predicts_through_a_subclassed_generator_without_a_training_argument
 # ---------------------------------------------------------------- class conditioning
 
 
-def conditional_gan(classifier=False, **config):
-    """A conditional GAN; with ``classifier`` its discriminator also returns class logits."""
+def conditional_gan(classifier=False, rotation=False, **config):
+    """A conditional GAN; with ``classifier`` its discriminator also returns class logits,
+    with ``rotation`` rotation logits."""
     keras.utils.set_random_seed(6)
     z, label = keras.Input((LATENT,), name="z"), keras.Input((), dtype="int32", name="label")
     generator = keras.Model({"z": z, "label": label}, LearnedImage(CLASSES)(
@@ -433,8 +435,12 @@ def conditional_gan(classifier=False, **config):
     h = layers.Concatenate()([layers.Flatten()(image), layers.Embedding(CLASSES, 2)(d_label)])
     h = layers.Dense(6, activation="tanh")(h)
     out = layers.Dense(1)(h)
+    if classifier or rotation:
+        out = {"logit": out}
     if classifier:
-        out = {"logit": out, "classes": layers.Dense(CLASSES)(h)}
+        out["classes"] = layers.Dense(CLASSES)(h)
+    if rotation:
+        out["rotation"] = layers.Dense(4)(h)
     discriminator = keras.Model({"image": image, "label": d_label}, out)
     model = StepModel({"generator": generator, "discriminator": discriminator}, step="gan",
                       config={"latent_dim": LATENT, "num_classes": CLASSES, **config}, seed=1)
@@ -512,6 +518,97 @@ def test_the_auxiliary_classifier_needs_classes_and_a_class_head():
         assert words in str(info.value)
 
 
+def test_rotate_turns_image_i_by_i_mod_4_quarter_turns_as_numpy_does():
+    images = np.random.default_rng(3).random((6, 5, 5, 2)).astype("float32")
+    turns = turns_for(6)
+    assert ops.convert_to_numpy(turns).tolist() == [0, 1, 2, 3, 0, 1]
+    expected = np.stack([np.rot90(x, k, axes=(0, 1)) for x, k in zip(images, range(6),
+                                                                      strict=True)])
+    np.testing.assert_array_equal(ops.convert_to_numpy(rotate(images, turns)), expected)
+
+
+def rotation_gan(weight):
+    """learned_image_gan's networks, with a rotation head on the critic's hidden layer."""
+    init = keras.initializers.RandomNormal(stddev=0.5, seed=2)
+    image = keras.Input((SIDE, SIDE, 1))
+    h = layers.Dense(6, activation="tanh", kernel_initializer=init)(layers.Flatten()(image))
+    out = {"logit": layers.Dense(1, kernel_initializer=init)(h),
+           "rotation": layers.Dense(4, kernel_initializer=init)(h)}
+    nets = {"generator": keras.Sequential([keras.Input((LATENT,)), LearnedImage()]),
+            "discriminator": keras.Model(image, out)}
+    model = StepModel(nets, step="gan", seed=1, config={
+        "latent_dim": LATENT, "loss": "hinge", "label_noise": 0.0, "rotation_weight": weight})
+    model.compile(optimizer={r: keras.optimizers.SGD(LR) for r in nets})
+    return model
+
+
+def test_the_rotation_task_adds_ss_gans_cross_entropy_to_both_losses():
+    weight = 0.5
+    model = rotation_gan(weight)
+    real = real_images()
+    g, d = model.generator, model.discriminator
+    gv, dv = weights(g), weights(d)
+    turns = np.arange(N) % 4
+
+    def rotated(images):  # Chen et al. 2019: image i turned by turns[i] * 90 degrees
+        return ops.stack([ops.rot90(images[i], int(turns[i]), axes=(0, 1)) for i in range(N)])
+
+    def cross_entropy(rotation_logits):  # -log p(turns | rotated image)
+        log_p = ops.log_softmax(rotation_logits, axis=-1)
+        return -ops.mean(ops.sum(ops.one_hot(turns, 4) * log_p, axis=-1))
+
+    def generated(g_values):
+        return forward(g, g_values, np.zeros((N, LATENT), "float32"))
+
+    def d_loss(w, fake):
+        hinge = adversarial("hinge", forward(d, w, fake)["logit"],
+                            forward(d, w, real)["logit"])[0]
+        return hinge + weight * cross_entropy(forward(d, w, rotated(real))["rotation"])
+
+    def g_loss(w, d_values):
+        made = generated(w)
+        return (-ops.mean(forward(d, d_values, made)["logit"])
+                + weight * cross_entropy(forward(d, d_values, rotated(made))["rotation"]))
+
+    fake = generated(gv)
+    expected = [float(d_loss(dv, fake))]
+    dv = sgd(dv, lambda w: d_loss(w, fake))
+    expected.append(float(g_loss(gv, dv)))
+    gv = sgd(gv, lambda w: g_loss(w, dv))
+    logs = model.train_on_batch(real, return_dict=True)
+    assert_all_close(weights(g) + weights(d), gv + dv)
+    np.testing.assert_allclose([logs["d_loss"], logs["g_loss"]], expected, rtol=RTOL)
+    # evaluate() computes the same losses without updating
+    after = weights(g) + weights(d)
+    fake = generated(gv)
+    logs = model.evaluate(real, batch_size=N, verbose=0, return_dict=True)
+    np.testing.assert_allclose([logs["d_loss"], logs["g_loss"]],
+                               [float(d_loss(dv, fake)), float(g_loss(gv, dv))], rtol=RTOL)
+    assert_all_close(weights(g) + weights(d), after)
+
+
+def test_the_rotation_task_needs_a_rotation_head_and_square_images():
+    model = learned_image_gan(loss="hinge", label_noise=0.0, rotation_weight=1.0)
+    with pytest.raises(stepkit.DataStructureError) as info:
+        model.train_on_batch(real_images())
+    for words in ("'logit'", "'rotation': (batch, 4)", "SS-GAN",
+                  "Received: one tensor of shape (",
+                  "rotation_weight=0"):
+        assert words in str(info.value)
+    model = conditional_gan(classifier=True, loss="hinge", label_noise=0.0,
+                            classifier_weight=1.0, rotation_weight=1.0)
+    with pytest.raises(stepkit.DataStructureError) as info:  # names both heads
+        model.train_on_batch(real_images(), np.zeros(N, "int32"))
+    for words in ("'classes'", "'rotation'", "Received: a dict with keys ['classes', 'logit']",
+                  "classifier_weight=0 and rotation_weight=0"):
+        assert words in str(info.value)
+    model = rotation_gan(1.0)
+    with pytest.raises(stepkit.DataStructureError) as info:
+        model.train_on_batch(np.zeros((N, SIDE, SIDE + 2, 1), "float32"))
+    for words in ("square", "(8, 8, 10, 1)", "rotation_weight=0"):
+        assert words in str(info.value)
+
+
 @pytest.mark.tensorflow_only("the architecture does not depend on the backend, and JAX "
                              "compiles each initializer of the convolutional networks (~15 s)")
 def test_default_networks_fit_the_loss_and_the_classes():
@@ -538,6 +635,13 @@ def test_default_networks_fit_the_loss_and_the_classes():
         "logit": (None, 1), "classes": (None, 10)}
     # The classes from the flattened map (where each pattern is), the logit max-pooled.
     assert {"Flatten", "GlobalMaxPooling2D"} <= kinds(discriminator)
+    discriminator = nets(num_classes=10, classifier_weight=1.0, rotation_weight=1.0)[1]
+    assert {k: v.shape for k, v in discriminator.output.items()} == {
+        "logit": (None, 1), "classes": (None, 10), "rotation": (None, 4)}
+    discriminator = nets(rotation_weight=1.0)[1]
+    assert {k: v.shape for k, v in discriminator.output.items()} == {
+        "logit": (None, 1), "rotation": (None, 4)}
+    assert {"Flatten", "GlobalMaxPooling2D"} <= kinds(discriminator)
 
 
 # ---------------------------------------------------------------- settings
@@ -559,6 +663,7 @@ def test_default_networks_fit_the_loss_and_the_classes():
     ({"label_smoothing": 1.0}, ["label_smoothing must be < 1.0, got 1.0"]),
     ({"ema_decay": 1}, ["ema_decay must be < 1.0, got 1.0"]),
     ({"num_classes": 1}, ["num_classes must be >= 2, got 1"]),
+    ({"rotation_weight": -0.5}, ["rotation_weight must be >= 0.0, got -0.5"]),
 ], ids=lambda v: "-".join(map(str, v)) if isinstance(v, dict) else "")
 def test_every_setting_is_checked_with_what_was_wrong_and_the_fix(config, words):
     with pytest.raises(ConfigError) as info:
@@ -627,7 +732,8 @@ EVERYTHING = {"loss": "hinge", "label_noise": 0.0, "n_dis": 2, "r1_gamma": 1.0,
 def test_every_part_together_under_mixed_precision_and_steps_per_execution(tmp_path):
     # (XLA: JAX always compiles with it; on TensorFlow the lazy-R1 test compiles with it)
     keras.mixed_precision.set_global_policy("mixed_float16")
-    model = conditional_gan(**EVERYTHING)
+    model = conditional_gan(classifier=True, rotation=True, classifier_weight=0.5,
+                            rotation_weight=0.5, **EVERYTHING)
     # a small first loss scale: no update is skipped for overflow, so the counts are exact
     model.compile(optimizer={r: keras.optimizers.LossScaleOptimizer(
         keras.optimizers.SGD(LR), initial_scale=2.0 ** 6) for r in GAN.roles},

@@ -17,14 +17,15 @@ import keras
 import numpy as np
 from keras import ops
 
-from stepkit.errors import ConfigError, DataStructureError
+from stepkit.errors import DataStructureError
 from stepkit.step import Batch, Step, StepContext
 from stepkit.steps.gan_augment import diff_augment
 from stepkit.steps.gan_config import GANConfig
 from stepkit.steps.gan_ema import WeightAverage
+from stepkit.steps.gan_heads import add_head_losses, rotate, split_output, turns_for
 from stepkit.steps.gan_losses import (
     WITH_TARGETS,
-    classification_loss,
+    check_compile_loss,
     discriminator_loss,
     generated_labels,
     generator_loss,
@@ -100,6 +101,13 @@ class GAN(Step):
                 f"Received a batch with {batch.describe()} "
                 f"(labels of dtype {getattr(y, 'dtype', None)})."
             )
+        if self.config.rotation_weight and (len(batch.x.shape) != 4
+                                            or batch.x.shape[1] != batch.x.shape[2]):
+            raise DataStructureError(
+                f"Step {self.name!r} with rotation_weight={self.config.rotation_weight} "
+                "rotates images by quarter turns, so it needs square, channels-last images "
+                f"(batch, side, side, channels). Received images of shape "
+                f"{tuple(batch.x.shape)}. Crop or pad them square, or set rotation_weight=0.")
         if self.config.augment and keras.config.image_data_format() == "channels_first":
             raise DataStructureError(
                 "The gan step's DiffAugment ('augment') takes channels-last images; Keras' "
@@ -116,7 +124,8 @@ class GAN(Step):
             )
         c = self.config
         made = default_networks(c.loss, c.latent_dim, shape, c.num_classes,
-                                classifier=bool(c.classifier_weight))
+                                classifier=bool(c.classifier_weight),
+                                rotation=bool(c.rotation_weight))
         return {role: made[role] for role in missing}
 
     def _label_spec(self) -> Any:
@@ -175,33 +184,45 @@ class GAN(Step):
         return g(z if labels is None else {"z": z, "label": labels}, training=training)
 
     def _discriminate(self, ctx: StepContext, x: Any, labels: Any,
-                      training: bool = True) -> tuple[Any, Any]:
-        """images -> (logits, class logits or None), after DiffAugment in training."""
+                      training: bool = True) -> tuple[Any, dict[str, Any]]:
+        """images -> (logits, {head: logits}), after DiffAugment in training (gan_heads)."""
         if training and self.config.augment:
             x = diff_augment(x, self.config.augment, ctx.uniform)
         out = ctx.networks["discriminator"](
             x if labels is None else {"image": x, "label": labels}, training=training)
-        if not self.config.classifier_weight:
-            return out, None
-        if not isinstance(out, dict) or set(out) != {"logit", "classes"}:
-            got = sorted(out) if isinstance(out, dict) else type(out).__name__
-            raise DataStructureError(
-                f"Step {self.name!r} with classifier_weight={self.config.classifier_weight} "
-                "needs a discriminator that returns {'logit': (batch, 1), 'classes': (batch, "
-                f"num_classes)}} (AC-GAN). Received: {got}. Give the discriminator a class "
-                "head, use the default networks, or set classifier_weight=0.")
-        return out["logit"], out["classes"]
+        return split_output(self.name, self.config, out)
 
     def _critic(self, ctx: StepContext, labels: Any, training: bool = True):
         """images -> the discriminator's logits (after DiffAugment in training)."""
         return lambda x: self._discriminate(ctx, x, labels, training)[0]
 
-    def _plus_classification(self, loss: Any, labels: Any, class_logits: Any) -> Any:
-        """``loss`` plus the auxiliary classifier's weighted loss (``loss`` without one)."""
-        if class_logits is None:
-            return loss
-        term = self.config.classifier_weight * classification_loss(labels, class_logits)
-        return loss + ops.cast(term, loss.dtype)
+    def _d_forward(self, ctx: StepContext, fake: Any, real: Any, labels: Any, turns: Any,
+                   targets: Any, training: bool = True) -> Any:
+        """The discriminator's loss on ``fake`` and ``real``, plus its heads' losses.
+
+        One forward pass on ``[fake, real]`` (and ``real`` rotated by ``turns`` with
+        a rotation head): the classifier and the rotation task learn from real
+        images only.
+        """
+        c, n = self.config, ctx.batch_size(real)
+        images = [fake, real] + ([rotate(real, turns)] if c.rotation_weight else [])
+        both = None if labels is None else ops.concatenate([labels] * len(images), axis=0)
+        logits, heads = self._discriminate(ctx, ops.concatenate(images, axis=0), both,
+                                           training)
+        if c.rotation_weight:
+            logits = logits[:2 * n]
+        loss = discriminator_loss(c.loss, ctx, logits, targets, n)
+        return add_head_losses(c, loss, heads, labels, turns, slice(n, 2 * n), 2 * n)
+
+    def _g_forward(self, ctx: StepContext, made: Any, labels: Any, turns: Any,
+                   training: bool = True) -> Any:
+        """The generator's loss on its images ``made``, plus its heads' losses."""
+        c, n = self.config, ctx.batch_size(made)
+        images = [made] + ([rotate(made, turns)] if c.rotation_weight else [])
+        lab = None if labels is None else ops.concatenate([labels] * len(images), axis=0)
+        logits, heads = self._discriminate(ctx, ops.concatenate(images, axis=0), lab, training)
+        loss = generator_loss(c.loss, ctx, logits[:n] if c.rotation_weight else logits)
+        return add_head_losses(c, loss, heads, labels, turns, slice(0, n), n)
 
     def _slices(self, real: Any, labels: Any) -> list[tuple[Any, Any]]:
         """The (images, labels) of each discriminator update (see ``n_dis_batches``)."""
@@ -221,30 +242,7 @@ class GAN(Step):
     def build(self, ctx: StepContext, batch: Batch) -> None:
         super().build(ctx, batch)
         if ctx.model.compiled:  # fit() and evaluate() build first, eagerly
-            self._check_compile(ctx)
-
-    def _check_compile(self, ctx: StepContext) -> None:
-        """Refuse a compile() loss the config ignores or cannot use (eagerly, at build)."""
-        c = self.config
-        if c.loss != "bce":
-            given = (ctx.model.get_compile_config() or {}).get("loss")
-            if given is not None:
-                raise ConfigError(
-                    f"Step {self.name!r} with loss={c.loss!r} computes its own loss, so "
-                    f"compile(loss=...) would be ignored. Received: compile(loss={given!r}). "
-                    "Remove loss= from compile(), or set loss='bce' to use it.")
-        elif c.label_noise:
-            try:  # targets reach 1 + label_noise: torch's probability-form BCE refuses them
-                ctx.loss(ops.full((1, 1), 1.0 + c.label_noise), ops.full((1, 1), 0.5))
-            except Exception as e:  # noqa: BLE001 - whatever the backend raises
-                raise ConfigError(
-                    f"Step {self.name!r}: label_noise={c.label_noise} makes the "
-                    f"discriminator's targets reach {1.0 + c.label_noise}, and the loss given "
-                    f"to compile() refuses targets above 1 on the {keras.backend.backend()} "
-                    f"backend ({type(e).__name__}: {str(e)[:120]}). Fix: compile() without "
-                    "loss= (BinaryCrossentropy(from_logits=True), on a discriminator that "
-                    "ends in logits), or set label_noise=0."
-                ) from e
+            check_compile_loss(self.name, self.config, ctx)
 
     def _train_discriminator(self, ctx: StepContext, real: Any, labels: Any) -> tuple:
         """One discriminator update on ``real``; returns (loss, batch size, generated)."""
@@ -256,16 +254,11 @@ class GAN(Step):
                    if c.loss in WITH_TARGETS else None)
         eager = penalties.active and not penalties.lazy
         alpha = penalties.draw(ctx, real) if eager else None
-        both = None if labels is None else ops.concatenate([labels, labels], axis=0)
+        turns = turns_for(n) if c.rotation_weight else None
         critic = self._critic(ctx, labels)
 
         def loss_fn():
-            logits, classes = self._discriminate(ctx, ops.concatenate([fake, real], axis=0),
-                                                 both)
-            loss = discriminator_loss(c.loss, ctx, logits, targets, n)
-            # the classifier learns from real images only
-            loss = self._plus_classification(loss, labels, None if classes is None
-                                             else classes[n:])
+            loss = self._d_forward(ctx, fake, real, labels, turns, targets)
             if eager:
                 loss = loss + ops.cast(penalties.total(ctx, critic, real, fake, alpha),
                                        loss.dtype)
@@ -282,12 +275,11 @@ class GAN(Step):
             self.penalties.lazy_update(ctx, self._critic(ctx, last_labels), last_real, fake)
         n = ctx.batch_size(real)
         z = ctx.normal((n, self.config.latent_dim))
+        turns = turns_for(n) if self.config.rotation_weight else None
 
         def g_loss_fn():
             made = self._generate(ctx, z, labels, training=True)
-            logits, classes = self._discriminate(ctx, made, labels)
-            return self._plus_classification(generator_loss(self.config.loss, ctx, logits),
-                                             labels, classes)
+            return self._g_forward(ctx, made, labels, turns)
 
         g_loss = ctx.minimize("generator", g_loss_fn)
         if self.ema is not None:
@@ -303,14 +295,10 @@ class GAN(Step):
         z = ctx.normal((n, c.latent_dim))
         fake = ops.cast(self._generate(ctx, z, labels, training=False), real.dtype)
         targets = generated_labels(ctx, n, n, c.label_noise, c.label_smoothing, False)
-        both = None if labels is None else ops.concatenate([labels, labels], axis=0)
-        logits, classes = self._discriminate(ctx, ops.concatenate([fake, real], axis=0), both,
-                                             training=False)
-        d_loss = self._plus_classification(discriminator_loss(c.loss, ctx, logits, targets, n),
-                                           labels, None if classes is None else classes[n:])
+        turns = turns_for(n) if c.rotation_weight else None
+        d_loss = self._d_forward(ctx, fake, real, labels, turns, targets, training=False)
         z2 = ctx.normal((n, c.latent_dim))
         made = self._generate(ctx, z2, labels, training=False)
-        logits, classes = self._discriminate(ctx, made, labels, training=False)
-        g_loss = self._plus_classification(generator_loss(c.loss, ctx, logits), labels, classes)
+        g_loss = self._g_forward(ctx, made, labels, turns, training=False)
         ctx.track("d_loss", d_loss + ctx.regularization_loss("discriminator"), n)
         ctx.track("g_loss", g_loss + ctx.regularization_loss("generator"), n)

@@ -99,6 +99,15 @@ class GANConfig:
             and the generator is trained to make its images classified as the
             class asked for. The discriminator then returns {'logit': (batch, 1),
             'classes': (batch, num_classes)}.
+        rotation_weight: weight of the self-supervised rotation task (SS-GAN, Chen
+            et al. 2019; square images; 0: off): the discriminator also predicts by
+            how many quarter turns a real image was rotated (image i of a batch
+            turns i mod 4 times; cross-entropy times this weight), and the
+            generator is trained to make images whose rotation it recognises. The
+            discriminator then returns {'logit': (batch, 1), 'rotation': (batch,
+            4)} (and 'classes' with classifier_weight). The paper weighs the
+            generator's term 0.2 and the discriminator's 1.0; here one weight
+            serves both.
     """
 
     latent_dim: int = attrs.field(default=128, validator=[v.instance_of(int), v.gt(0)])
@@ -120,3 +129,4 @@ class GANConfig:
         default=None, validator=v.optional([v.instance_of(int), v.ge(2)]))
     classifier_weight: float = attrs.field(default=0.0, converter=float,
                                            validator=[v.ge(0.0), _check_classifier])
+    rotation_weight: float = _weight()

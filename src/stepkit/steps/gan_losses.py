@@ -28,6 +28,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from stepkit.errors import ConfigError
+
 LOSSES = ("bce", "hinge", "least-squares", "wasserstein")
 WITH_TARGETS = ("bce", "least-squares")
 
@@ -91,3 +93,31 @@ def classification_loss(labels: Any, class_logits: Any) -> Any:
     """
     return ops.mean(keras.losses.sparse_categorical_crossentropy(
         labels, _f32(class_logits), from_logits=True))
+
+
+def check_compile_loss(step: str, config: Any, ctx: Any) -> None:
+    """Refuse a compile() loss the config ignores or cannot use (eagerly, at build).
+
+    Raises ConfigError: a loss given to compile() with ``loss`` other than 'bce'
+    (it would be ignored), or one that refuses the targets above 1 that
+    ``label_noise`` makes (torch's probability-form BCE).
+    """
+    if config.loss != "bce":
+        given = (ctx.model.get_compile_config() or {}).get("loss")
+        if given is not None:
+            raise ConfigError(
+                f"Step {step!r} with loss={config.loss!r} computes its own loss, so "
+                f"compile(loss=...) would be ignored. Received: compile(loss={given!r}). "
+                "Remove loss= from compile(), or set loss='bce' to use it.")
+    elif config.label_noise:
+        try:  # targets reach 1 + label_noise: torch's probability-form BCE refuses them
+            ctx.loss(ops.full((1, 1), 1.0 + config.label_noise), ops.full((1, 1), 0.5))
+        except Exception as e:  # noqa: BLE001 - whatever the backend raises
+            raise ConfigError(
+                f"Step {step!r}: label_noise={config.label_noise} makes the "
+                f"discriminator's targets reach {1.0 + config.label_noise}, and the loss "
+                f"given to compile() refuses targets above 1 on the "
+                f"{keras.backend.backend()} backend ({type(e).__name__}: {str(e)[:120]}). "
+                "Fix: compile() without loss= (BinaryCrossentropy(from_logits=True), on a "
+                "discriminator that ends in logits), or set label_noise=0."
+            ) from e

@@ -80,11 +80,34 @@ def _features(image: Any, spectral_norm: bool) -> Any:
     return layers.GlobalMaxPooling2D()(_convolutions(image, spectral_norm))
 
 
-def discriminator(shape: tuple[int, int, int], spectral_norm: bool = False) -> keras.Model:
-    """The guide's discriminator, optionally spectrally normalised: one logit per image."""
+def _with_heads(logit: Any, maps: Any, classes: int | None, rotation: bool,
+                spectral_norm: bool) -> Any:
+    """``logit``, or ``{"logit", "classes"?, "rotation"?}`` with the auxiliary heads
+    (:mod:`~stepkit.steps.gan_heads`) on the last feature map ``maps`` flattened."""
+    if not classes and not rotation:
+        return logit
+    flat = layers.Flatten()(maps)
+    out = {"logit": logit}
+    if classes:
+        out["classes"] = _sn(layers.Dense(classes), spectral_norm)(flat)
+    if rotation:
+        out["rotation"] = _sn(layers.Dense(4), spectral_norm)(flat)
+    return out
+
+
+def discriminator(shape: tuple[int, int, int], spectral_norm: bool = False,
+                  rotation: bool = False) -> keras.Model:
+    """The guide's discriminator, optionally spectrally normalised: one logit per image.
+
+    ``rotation``: also the logits of SS-GAN's rotation task (Chen et al. 2019) from
+    the last feature map flattened; the model then returns ``{"logit": (batch, 1),
+    "rotation": (batch, 4)}``.
+    """
     image = keras.Input(shape=shape, name="image")
-    logit = _sn(layers.Dense(1), spectral_norm)(_features(image, spectral_norm))
-    return keras.Model(image, logit, name="discriminator")
+    maps = _convolutions(image, spectral_norm)
+    logit = _sn(layers.Dense(1), spectral_norm)(layers.GlobalMaxPooling2D()(maps))
+    return keras.Model(image, _with_heads(logit, maps, None, rotation, spectral_norm),
+                       name="discriminator")
 
 
 def label_input() -> Any:
@@ -101,7 +124,8 @@ def conditional_generator(latent_dim: int, num_classes: int,
 
 
 def projection_discriminator(shape: tuple[int, int, int], num_classes: int,
-                             spectral_norm: bool = False, classifier: bool = False) -> keras.Model:
+                             spectral_norm: bool = False, classifier: bool = False,
+                             rotation: bool = False) -> keras.Model:
     """``{"image", "label"}`` to ``dense(features) + <embed(label), features>`` (one logit).
 
     ``classifier``: also an auxiliary classifier's class logits (AC-GAN, Odena et
@@ -111,6 +135,7 @@ def projection_discriminator(shape: tuple[int, int, int], num_classes: int,
     on the digits a classifier on the pooled features reached 38% accuracy after
     two epochs, 92% on the flattened ones. (The logit keeps the pooled features: a
     projection on the flattened ones made the discriminator win outright.)
+    ``rotation``: also SS-GAN's rotation logits, ``"rotation": (batch, 4)``.
     """
     image, label = keras.Input(shape=shape, name="image"), label_input()
     maps = _convolutions(image, spectral_norm)
@@ -120,25 +145,25 @@ def projection_discriminator(shape: tuple[int, int, int], num_classes: int,
     # embeddings without gradient on TensorFlow (Keras 3.15), so they would never train.
     embedded = layers.Embedding(num_classes, features.shape[-1])(label)
     logit = layers.Add()([logit, layers.Dot(axes=1)([embedded, features])])
-    if classifier:
-        classes = _sn(layers.Dense(num_classes), spectral_norm)(layers.Flatten()(maps))
-        logit = {"logit": logit, "classes": classes}
-    return keras.Model({"image": image, "label": label}, logit, name="discriminator")
+    out = _with_heads(logit, maps, num_classes if classifier else None, rotation,
+                      spectral_norm)
+    return keras.Model({"image": image, "label": label}, out, name="discriminator")
 
 
 def default_networks(loss: str, latent_dim: int, shape: tuple[int, int, int],
-                     num_classes: int | None, classifier: bool = False) -> dict[str, keras.Model]:
+                     num_classes: int | None, classifier: bool = False,
+                     rotation: bool = False) -> dict[str, keras.Model]:
     """The generator and discriminator that suit ``loss`` (and ``num_classes``, if given).
 
-    ``bce`` without classes gives exactly the guide's networks; ``hinge`` gets a
-    spectrally normalised discriminator; ``classifier`` adds the auxiliary
-    classifier's head to the conditional discriminator.
+    ``bce`` without classes or heads gives exactly the guide's networks; ``hinge``
+    gets a spectrally normalised discriminator; ``classifier`` and ``rotation`` add
+    the auxiliary classifier's and the rotation task's heads to the discriminator.
     """
     spectral_norm = loss == "hinge"
     if num_classes:
         return {"generator": conditional_generator(latent_dim, num_classes, shape),
                 "discriminator": projection_discriminator(shape, num_classes, spectral_norm,
-                                                          classifier)}
+                                                          classifier, rotation)}
     return {"generator": dcgan_generator(latent_dim, shape),
-            "discriminator": discriminator(shape, spectral_norm) if spectral_norm
-            else dcgan_discriminator(shape)}
+            "discriminator": discriminator(shape, spectral_norm, rotation)
+            if spectral_norm or rotation else dcgan_discriminator(shape)}

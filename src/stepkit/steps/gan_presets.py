@@ -34,6 +34,7 @@ DCGAN = MappingProxyType({
     "loss": "bce", "label_noise": 0.05, "label_smoothing": 0.0, "n_dis": 1,
     "r1_gamma": 0.0, "r2_gamma": 0.0, "gp_lambda": 0.0, "penalty_every": 1, "augment": "",
     "ema_decay": None, "num_classes": None, "classifier_weight": 0.0,
+    "rotation_weight": 0.0,
 })
 
 RECOMMENDED = MappingProxyType({

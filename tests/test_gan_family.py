@@ -664,6 +664,7 @@ def test_default_networks_fit_the_loss_and_the_classes():
     ({"ema_decay": 1}, ["ema_decay must be < 1.0, got 1.0"]),
     ({"num_classes": 1}, ["num_classes must be >= 2, got 1"]),
     ({"rotation_weight": -0.5}, ["rotation_weight must be >= 0.0, got -0.5"]),
+    ({"adam_beta_1": 1}, ["adam_beta_1 must be < 1.0, got 1.0"]),
 ], ids=lambda v: "-".join(map(str, v)) if isinstance(v, dict) else "")
 def test_every_setting_is_checked_with_what_was_wrong_and_the_fix(config, words):
     with pytest.raises(ConfigError) as info:
@@ -708,6 +709,33 @@ def test_a_compile_loss_the_config_would_ignore_is_refused():
     model.compile(loss="mse")
     with pytest.raises(ConfigError, match="loss='hinge' computes its own loss"):
         model.fit(real_images(), epochs=1, verbose=0)  # refused when fit() builds
+
+
+def test_adam_beta_1_sets_the_default_optimizers_and_refuses_others():
+    model = StepModel(step="gan", config={"adam_beta_1": 0.5})
+    model.compile()
+    for optimizer in model.optimizers.values():  # DCGAN's Adam(3e-4, beta_1=0.5)
+        assert type(optimizer) is keras.optimizers.Adam
+        expected = keras.optimizers.Adam(3e-4, beta_1=0.5).get_config()
+        assert {**optimizer.get_config(), "name": None} == {**expected, "name": None}
+    guide = StepModel(step="gan")
+    guide.compile()
+    assert {float(o.beta_1) for o in guide.optimizers.values()} == {0.9}
+
+    model = learned_image_gan(adam_beta_1=0.5)  # compiled with SGD: beta_1 would be lost
+    with pytest.raises(ConfigError) as info:
+        model.fit(real_images(), epochs=1, verbose=0)
+    for words in ("adam_beta_1=0.5", "'generator' optimizer", "SGD with no beta_1",
+                  "beta_1=0.5", "adam_beta_1=0.9"):
+        assert words in str(info.value), str(info.value)
+    model = learned_image_gan(adam_beta_1=0.5)
+    model.predict(np.zeros((2, LATENT), "float32"), verbose=0)  # built before compile()
+    model.compile(optimizer={"generator": keras.optimizers.Adam(beta_1=0.5),
+                             "discriminator": keras.optimizers.Adam(beta_1=0.9)})
+    with pytest.raises(ConfigError, match="'discriminator' optimizer.*Adam with beta_1=0.9"):
+        model.fit(real_images(), epochs=1, verbose=0)
+    model.compile(optimizer={r: keras.optimizers.Adam(beta_1=0.5) for r in GAN.roles})
+    assert np.isfinite(model.fit(real_images(), epochs=1, verbose=0).history["d_loss"]).all()
 
 
 def test_probability_bce_with_label_noise_trains_or_names_the_fix():

@@ -25,7 +25,8 @@ from stepkit.steps.gan_ema import WeightAverage
 from stepkit.steps.gan_heads import add_head_losses, rotate, split_output, turns_for
 from stepkit.steps.gan_losses import (
     WITH_TARGETS,
-    check_compile_loss,
+    check_beta_1,
+    check_compile,
     discriminator_loss,
     generated_labels,
     generator_loss,
@@ -76,8 +77,9 @@ class GAN(Step):
         self.ema = WeightAverage(c.ema_decay) if c.ema_decay is not None else None
 
     def default_optimizers(self):
-        return {"generator": keras.optimizers.Adam(3e-4),
-                "discriminator": keras.optimizers.Adam(3e-4)}
+        beta_1 = self.config.adam_beta_1  # Keras' 0.9 unless the config says otherwise
+        return {"generator": keras.optimizers.Adam(3e-4, beta_1=beta_1),
+                "discriminator": keras.optimizers.Adam(3e-4, beta_1=beta_1)}
 
     def default_loss(self):
         return keras.losses.BinaryCrossentropy(from_logits=True)
@@ -242,7 +244,7 @@ class GAN(Step):
     def build(self, ctx: StepContext, batch: Batch) -> None:
         super().build(ctx, batch)
         if ctx.model.compiled:  # fit() and evaluate() build first, eagerly
-            check_compile_loss(self.name, self.config, ctx)
+            check_compile(self.name, self.config, ctx)
 
     def _train_discriminator(self, ctx: StepContext, real: Any, labels: Any) -> tuple:
         """One discriminator update on ``real``; returns (loss, batch size, generated)."""
@@ -267,6 +269,7 @@ class GAN(Step):
         return ctx.minimize("discriminator", loss_fn), n, fake
 
     def train_step(self, ctx: StepContext, data) -> None:
+        check_beta_1(self.name, self.config, ctx.optimizers)  # compiled after building
         real, labels = self._unpack(ctx, data)
         slices = self._slices(real, labels)
         done = [self._train_discriminator(ctx, r, y) for r, y in slices]

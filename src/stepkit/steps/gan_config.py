@@ -108,6 +108,10 @@ class GANConfig:
             4)} (and 'classes' with classifier_weight). The paper weighs the
             generator's term 0.2 and the discriminator's 1.0; here one weight
             serves both.
+        adam_beta_1: beta_1 of the default optimizers (Adam, learning rate 3e-4, for
+            both roles); 0.9 is Keras' default and the guide's, 0.5 is DCGAN's
+            (Radford et al. 2016). Set to anything but 0.9, optimizers given to
+            compile() must have the same beta_1 (else ConfigError).
     """
 
     latent_dim: int = attrs.field(default=128, validator=[v.instance_of(int), v.gt(0)])
@@ -130,3 +134,5 @@ class GANConfig:
     classifier_weight: float = attrs.field(default=0.0, converter=float,
                                            validator=[v.ge(0.0), _check_classifier])
     rotation_weight: float = _weight()
+    adam_beta_1: float = attrs.field(default=0.9, converter=float,
+                                     validator=[v.ge(0.0), v.lt(1.0)])

@@ -30,6 +30,8 @@ from keras import ops
 
 from stepkit.errors import ConfigError
 
+KERAS_BETA_1 = 0.9  # keras.optimizers.Adam's default
+
 LOSSES = ("bce", "hinge", "least-squares", "wasserstein")
 WITH_TARGETS = ("bce", "least-squares")
 
@@ -95,13 +97,15 @@ def classification_loss(labels: Any, class_logits: Any) -> Any:
         labels, _f32(class_logits), from_logits=True))
 
 
-def check_compile_loss(step: str, config: Any, ctx: Any) -> None:
-    """Refuse a compile() loss the config ignores or cannot use (eagerly, at build).
+def check_compile(step: str, config: Any, ctx: Any) -> None:
+    """Refuse a compile() loss or optimizer the config ignores or cannot use (at build).
 
     Raises ConfigError: a loss given to compile() with ``loss`` other than 'bce'
-    (it would be ignored), or one that refuses the targets above 1 that
-    ``label_noise`` makes (torch's probability-form BCE).
+    (it would be ignored); one that refuses the targets above 1 that
+    ``label_noise`` makes (torch's probability-form BCE); an optimizer whose
+    ``beta_1`` is not the config's ``adam_beta_1`` when that is not Keras' 0.9.
     """
+    check_beta_1(step, config, ctx.optimizers)
     if config.loss != "bce":
         given = (ctx.model.get_compile_config() or {}).get("loss")
         if given is not None:
@@ -121,3 +125,21 @@ def check_compile_loss(step: str, config: Any, ctx: Any) -> None:
                 "Fix: compile() without loss= (BinaryCrossentropy(from_logits=True), on a "
                 "discriminator that ends in logits), or set label_noise=0."
             ) from e
+
+
+def check_beta_1(step: str, config: Any, optimizers: Any) -> None:
+    """``adam_beta_1`` other than Keras' 0.9 sets the default optimizers' beta_1: refuse
+    optimizers given to compile() that would silently not have it."""
+    if config.adam_beta_1 == KERAS_BETA_1:
+        return
+    for role, optimizer in optimizers.items():
+        inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+        beta_1 = getattr(inner, "beta_1", None)
+        if beta_1 is None or abs(float(beta_1) - config.adam_beta_1) > 1e-12:
+            got = f"beta_1={beta_1}" if beta_1 is not None else "no beta_1"
+            raise ConfigError(
+                f"Step {step!r} with adam_beta_1={config.adam_beta_1} (its default optimizers' "
+                f"beta_1), but the {role!r} optimizer given to compile() is "
+                f"{type(inner).__name__} with {got}. Give it beta_1={config.adam_beta_1}, "
+                f"set adam_beta_1={KERAS_BETA_1} to keep your optimizer as it is, or leave "
+                "optimizer= out of compile().")

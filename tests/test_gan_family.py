@@ -715,7 +715,7 @@ def test_adam_beta_1_sets_the_default_optimizers_and_refuses_others():
     model = StepModel(step="gan", config={"adam_beta_1": 0.5})
     model.compile()
     for optimizer in model.optimizers.values():  # DCGAN's Adam(3e-4, beta_1=0.5)
-        assert type(optimizer) is keras.optimizers.Adam
+        assert isinstance(optimizer, keras.optimizers.Adam)
         expected = keras.optimizers.Adam(3e-4, beta_1=0.5).get_config()
         assert {**optimizer.get_config(), "name": None} == {**expected, "name": None}
     guide = StepModel(step="gan")

@@ -198,6 +198,19 @@ class GAN(Step):
         """images -> the discriminator's logits (after DiffAugment in training)."""
         return lambda x: self._discriminate(ctx, x, labels, training)[0]
 
+    def _discriminate_with_turns(self, ctx: StepContext, images: list, labels: Any,
+                                 turns: Any, training: bool) -> tuple[Any, dict[str, Any]]:
+        """One discriminator pass on ``images`` (batches of ``n``, concatenated) and, with
+        a rotation head, the last of them rotated by ``turns`` after them; returns the
+        logits of ``images`` alone and the heads' logits of every row."""
+        n, count = ctx.batch_size(images[0]), len(images)
+        if self.config.rotation_weight:
+            images = [*images, rotate(images[-1], turns)]
+        both = None if labels is None else ops.concatenate([labels] * len(images), axis=0)
+        logits, heads = self._discriminate(ctx, ops.concatenate(images, axis=0), both,
+                                           training)
+        return (logits[:count * n] if self.config.rotation_weight else logits), heads
+
     def _d_forward(self, ctx: StepContext, fake: Any, real: Any, labels: Any, turns: Any,
                    targets: Any, training: bool = True) -> Any:
         """The discriminator's loss on ``fake`` and ``real``, plus its heads' losses.
@@ -206,25 +219,19 @@ class GAN(Step):
         a rotation head): the classifier and the rotation task learn from real
         images only.
         """
-        c, n = self.config, ctx.batch_size(real)
-        images = [fake, real] + ([rotate(real, turns)] if c.rotation_weight else [])
-        both = None if labels is None else ops.concatenate([labels] * len(images), axis=0)
-        logits, heads = self._discriminate(ctx, ops.concatenate(images, axis=0), both,
-                                           training)
-        if c.rotation_weight:
-            logits = logits[:2 * n]
-        loss = discriminator_loss(c.loss, ctx, logits, targets, n)
-        return add_head_losses(c, loss, heads, labels, turns, slice(n, 2 * n), 2 * n)
+        n = ctx.batch_size(real)
+        logits, heads = self._discriminate_with_turns(ctx, [fake, real], labels, turns,
+                                                      training)
+        loss = discriminator_loss(self.config.loss, ctx, logits, targets, n)
+        return add_head_losses(self.config, loss, heads, labels, turns, slice(n, 2 * n), 2 * n)
 
     def _g_forward(self, ctx: StepContext, made: Any, labels: Any, turns: Any,
                    training: bool = True) -> Any:
         """The generator's loss on its images ``made``, plus its heads' losses."""
-        c, n = self.config, ctx.batch_size(made)
-        images = [made] + ([rotate(made, turns)] if c.rotation_weight else [])
-        lab = None if labels is None else ops.concatenate([labels] * len(images), axis=0)
-        logits, heads = self._discriminate(ctx, ops.concatenate(images, axis=0), lab, training)
-        loss = generator_loss(c.loss, ctx, logits[:n] if c.rotation_weight else logits)
-        return add_head_losses(c, loss, heads, labels, turns, slice(0, n), n)
+        n = ctx.batch_size(made)
+        logits, heads = self._discriminate_with_turns(ctx, [made], labels, turns, training)
+        loss = generator_loss(self.config.loss, ctx, logits)
+        return add_head_losses(self.config, loss, heads, labels, turns, slice(0, n), n)
 
     def _slices(self, real: Any, labels: Any) -> list[tuple[Any, Any]]:
         """The (images, labels) of each discriminator update (see ``n_dis_batches``)."""

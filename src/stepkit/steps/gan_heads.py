@@ -23,12 +23,13 @@ from stepkit.errors import DataStructureError
 from stepkit.steps.gan_losses import classification_loss
 
 TURNS = 4  # rotations by 0, 90, 180 and 270 degrees
+# head -> (the config field that turns it on, the method it comes from)
+WEIGHTS = {"classes": ("classifier_weight", "AC-GAN"), "rotation": ("rotation_weight", "SS-GAN")}
 
 
 def wanted_heads(config: Any) -> tuple[str, ...]:
     """The heads ``config`` turns on, in the order ('classes', 'rotation')."""
-    return tuple(head for head, weight in (("classes", config.classifier_weight),
-                                           ("rotation", config.rotation_weight)) if weight)
+    return tuple(head for head, (field, _) in WEIGHTS.items() if getattr(config, field))
 
 
 def split_output(step: str, config: Any, out: Any) -> tuple[Any, dict[str, Any]]:
@@ -42,13 +43,14 @@ def split_output(step: str, config: Any, out: Any) -> tuple[Any, dict[str, Any]]
                else type(out).__name__)
         shapes = {"classes": "(batch, num_classes)", "rotation": f"(batch, {TURNS})"}
         wanted = ", ".join(f"{h!r}: {shapes[h]}" for h in heads)
-        settings = {"classes": f"classifier_weight={config.classifier_weight} (AC-GAN)",
-                    "rotation": f"rotation_weight={config.rotation_weight} (SS-GAN)"}
+        fields = [WEIGHTS[h][0] for h in heads]
+        settings = " and ".join(f"{field}={getattr(config, field)} ({WEIGHTS[h][1]})"
+                                for h, field in zip(heads, fields, strict=True))
         raise DataStructureError(
-            f"Step {step!r} with {' and '.join(settings[h] for h in heads)} needs a "
-            f"discriminator that returns {{'logit': (batch, 1), {wanted}}}. Received: {got}. "
-            "Give the discriminator those heads, use the default networks, or set "
-            f"{' and '.join(settings[h].split('=')[0] + '=0' for h in heads)}.")
+            f"Step {step!r} with {settings} needs a discriminator that returns "
+            f"{{'logit': (batch, 1), {wanted}}}. Received: {got}. Give the discriminator "
+            f"those heads, use the default networks, or set "
+            f"{' and '.join(f + '=0' for f in fields)}.")
     return out["logit"], {head: out[head] for head in heads}
 
 
@@ -64,7 +66,6 @@ def rotate(images: Any, turns: Any) -> Any:
     every = ops.stack([ops.rot90(images, k=k, axes=(1, 2)) for k in range(TURNS)], axis=1)
     pick = ops.reshape(ops.one_hot(turns, TURNS, dtype=images.dtype), (-1, TURNS, 1, 1, 1))
     return ops.sum(every * pick, axis=1)
-
 
 
 def add_head_losses(config: Any, loss: Any, heads: dict[str, Any], labels: Any, turns: Any,

@@ -75,11 +75,6 @@ def _convolutions(image: Any, spectral_norm: bool) -> Any:
     return h
 
 
-def _features(image: Any, spectral_norm: bool) -> Any:
-    """The guide's discriminator up to its max-pooled 128 features."""
-    return layers.GlobalMaxPooling2D()(_convolutions(image, spectral_norm))
-
-
 def _with_heads(logit: Any, maps: Any, classes: int | None, rotation: bool,
                 spectral_norm: bool) -> Any:
     """``logit``, or ``{"logit", "classes"?, "rotation"?}`` with the auxiliary heads
